@@ -23,6 +23,38 @@ class build_py_with_pth(build_py):
         return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, PTH)]
 
 
+class _StrategyWithPth:
+    """Wraps setuptools' editable strategy so that `pip install -e .` also ships the .pth."""
+
+    def __init__(self, strategy):
+        self.strategy = strategy
+
+    def __call__(self, wheel, files, mapping):
+        self.strategy(wheel, files, mapping)
+        with open(os.path.join(HERE, PTH), "rb") as f:
+            wheel.writestr(PTH, f.read())
+
+    def __enter__(self):
+        self.strategy.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.strategy.__exit__(*exc)
+
+
+cmdclass = {"build_py": build_py_with_pth}
+try:  # setuptools >= 64 (PEP 660 editable installs)
+    from setuptools.command.editable_wheel import editable_wheel
+
+    class editable_wheel_with_pth(editable_wheel):
+        def _select_strategy(self, *args, **kwargs):
+            return _StrategyWithPth(super()._select_strategy(*args, **kwargs))
+
+    cmdclass["editable_wheel"] = editable_wheel_with_pth
+except ImportError:  # older setuptools: `nnUNetv2_mn_doctor` prints the one line to set instead
+    pass
+
+
 def _readme():
     with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
         return f.read()
@@ -51,7 +83,7 @@ setup(
     # `plans/` holds the M&N experiment planner.
     package_dir={"nnunetv2_mn.trainers": "trainers", "nnunetv2_mn.plans": "plans"},
     py_modules=["nnunetv2_mn_hook"],
-    cmdclass={"build_py": build_py_with_pth},
+    cmdclass=cmdclass,
     install_requires=[
         "nnunetv2>=2.8.1,<2.9",
         "torch>=2.1.2,!=2.9.*",

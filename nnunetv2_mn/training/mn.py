@@ -1,0 +1,305 @@
+"""nnUNetTrainerMN: M&N (Yeung et al. 2025) inside nnU-Net.
+
+A 2D model f pretrained on natural images (default: SegFormer-B2, ImageNet + ADE20K, LoRA) and
+nnU-Net's 3D network g (from the plans, trained from scratch):
+
+* stage 1 (first `stage1_fraction` of the epochs, Sec. 2.1): both train on labelled data only,
+  L_l = CE + Dice (Eq. 1), the 3D model with nnU-Net's deep supervision, f on slices of the same patches;
+* stage 2 (Sec. 2.2): alternate by epoch. 3D epochs: teacher f (eval, no grad) gives soft pseudo-masks P
+  by slice, stacked back to 3D (Eq. 2), student g learns from L_c = b_l/B L_l + b_u/B L_u (Eq. 3-6);
+  2D epochs: the roles swap (Eq. 7-9);
+* b_u follows the current student's learning rate (LRG sampling, Eq. 10-11) unless `sampling` says otherwise.
+
+Only g is saved as `network_weights`, so the stock predictor, ensembling and find_best_configuration work
+unchanged (Sec. 3.1: only the 3D model predicts). f's trainable weights (LoRA + new head) and its optimizer
+go into the same checkpoint as extra keys.
+"""
+import copy
+import os
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss, get_tp_fp_fn_tn
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.utilities.collate_outputs import collate_outputs
+
+from nnunetv2_mn.mn.agreement import hard_dice_agreement
+from nnunetv2_mn.mn.losses import SoftDiceKLLoss, combine_labeled_unlabeled, downsample_soft_targets
+from nnunetv2_mn.mn.schedules import StagedCosineLR
+from nnunetv2_mn.mn.slicing import predict_slices
+from nnunetv2_mn.models2d import build_branch2d
+from nnunetv2_mn.training.semisupervised import nnUNetTrainerSemiSupervised, unwrap
+
+#: environment variable naming the 2D model (hub id or local directory); see `branch2d_source_and_origin`
+ENV_2D_MODEL = "nnUNet_MN_2d_model"
+#: plans keys (in a configuration) written by `nnUNetv2_mn_plan`
+PLANS_KEY_2D_MODEL = "mn_2d_model"
+PLANS_KEY_SLICE_AXIS = "mn_slice_axis"
+
+
+def mn_phase(epoch: int, stage2_start: int, first_student: str = "3d", co_training: bool = True) -> str:
+    """Who learns in `epoch`: 'both' (stage 1), then alternating '3d' / '2d' (stage 2). Without iterative
+    co-training (Table 4, row a) the frozen 2D model is the only teacher: always '3d'."""
+    if epoch < stage2_start:
+        return "both"
+    if not co_training:
+        return "3d"
+    order = ("3d", "2d") if first_student == "3d" else ("2d", "3d")
+    return order[(epoch - stage2_start) % 2]
+
+
+def as_list(output):
+    return list(output) if isinstance(output, (list, tuple)) else [output]
+
+
+class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
+    # ---- the 2D model f (Sec. 2.1); source precedence: env nnUNet_MN_2d_model > plans mn_2d_model > attribute
+    branch2d_kind: str = "segformer"
+    branch2d_source: Optional[str] = "nvidia/segformer-b2-finetuned-ade-512-512"
+    branch2d_config: Optional[dict] = None  # build from a config instead (random init; tests, ablations)
+    branch2d_kwargs: dict = {}
+    branch2d_finetune: str = "lora"  # 'lora' | 'decoder' | 'whole' (Table 4)
+    slice_axis: int = 0  # spatial axis of nnU-Net's patch the 2D model slices along (plans: mn_slice_axis)
+    teacher_slice_chunk: int = 64  # slices per forward pass of the 2D teacher (bounds memory)
+    # ---- schedule (Sec. 2.2, 3.1: 500 of 4000 epochs labelled-only)
+    stage1_fraction: float = 0.125
+    first_student: str = "3d"  # the paper's odd (first) stage-2 epochs train the 3D model
+    co_training: bool = True
+    sampling = "lrg"
+    # ---- losses (Eq. 1, 4): the labelled loss is nnU-Net's Dice + CE with weights 1/1
+    weight_kl: float = 1.0
+    weight_dice_unlabeled: float = 1.0
+    # ---- optimisers: 'nnunet' = nnU-Net's SGD 1e-2 + poly for g, AdamW + poly for f;
+    #      'paper' = AdamW for both (1e-4 / 1e-3), warm-up + cosine per stage (Sec. 3.1)
+    optimizers: str = "nnunet"
+    initial_lr_2d: float = 1e-3
+    initial_lr_3d_paper: float = 1e-4
+    weight_decay_adamw: float = 0.01
+    warmup_fraction: float = 50 / 4000
+
+    log_panels = {
+        **nnUNetTrainerSemiSupervised.log_panels,
+        "M&N losses: L_l labelled (Eq. 1), L_u pseudo-masks (Eq. 4)": ["loss_l_3d", "loss_u_3d", "loss_l_2d",
+                                                                        "loss_u_2d"],
+        "M&N validation pseudo Dice, teacher-student agreement on unlabelled patches": ["dice_3d", "dice_2d",
+                                                                                          "agreement"],
+        "M&N schedule: stage, which model learns, 2D learning rate": ["stage", "trains_3d", "trains_2d", "lr_2d"],
+    }
+    step_log_keys = ("loss_l_3d", "loss_u_3d", "loss_l_2d", "loss_u_2d", "agreement")
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.optimizers not in ("nnunet", "paper"):
+            raise ValueError(f"optimizers must be 'nnunet' or 'paper', not {self.optimizers!r}")
+        if self.optimizers == "paper":
+            self.initial_lr = self.initial_lr_3d_paper
+        self.slice_axis = int(self.configuration_manager.configuration.get(PLANS_KEY_SLICE_AXIS, self.slice_axis))
+        self.branch2d = self.optimizer_2d = self.lr_scheduler_2d = None
+        self.grad_scaler_2d = copy.deepcopy(self.grad_scaler)  # a second, independent AMP scaler (None on CPU)
+        self.phase = "both"
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def unlabeled_start_epoch(self) -> int:
+        return int(round(self.stage1_fraction * self.num_epochs))
+
+    def branch2d_source_and_origin(self) -> Tuple[Optional[str], str]:
+        if os.environ.get(ENV_2D_MODEL):
+            return os.environ[ENV_2D_MODEL], f"environment variable {ENV_2D_MODEL}"
+        plans_value = self.configuration_manager.configuration.get(PLANS_KEY_2D_MODEL)
+        if plans_value:
+            return plans_value, f"plans key '{PLANS_KEY_2D_MODEL}' of configuration {self.configuration_name}"
+        return self.branch2d_source, f"{self.__class__.__name__}.branch2d_source"
+
+    def build_branch2d(self):
+        source, origin = self.branch2d_source_and_origin()
+        if self.branch2d_config is not None:
+            source, origin = None, f"{self.__class__.__name__}.branch2d_config (random init, no pretrained weights)"
+        branch = build_branch2d(self.branch2d_kind, num_classes=self.label_manager.num_segmentation_heads,
+                                finetune=self.branch2d_finetune, source=source, config=self.branch2d_config,
+                                **self.branch2d_kwargs)
+        self.print_to_log_file(f"M&N 2D model: {branch.describe()}; weights from {source} ({origin}); slices along "
+                               f"axis {self.slice_axis} of the patch {self.configuration_manager.patch_size}")
+        return branch
+
+    def initialize(self):
+        if self.label_manager.has_regions:
+            raise NotImplementedError("nnUNetTrainerMN supports softmax (label) training only, not region-based "
+                                      "training; use a dataset.json without 'regions_class_order'.")
+        super().initialize()
+        self.branch2d = self.build_branch2d().to(self.device)
+        if self.is_ddp:
+            self.branch2d = DDP(self.branch2d, device_ids=[self.local_rank])
+        self.optimizer_2d, self.lr_scheduler_2d = self.configure_optimizers_2d()
+        self.loss_2d = DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": self.is_ddp}, {},
+                                      weight_ce=1, weight_dice=1, ignore_label=self.label_manager.ignore_label,
+                                      dice_class=MemoryEfficientSoftDiceLoss)
+        self.loss_u_2d = SoftDiceKLLoss(self.weight_kl, self.weight_dice_unlabeled)
+        weights = self.loss.weight_factors if self.enable_deep_supervision else (1.0,)
+        self.loss_u_3d = DeepSupervisionWrapper(
+            SoftDiceKLLoss(self.weight_kl, self.weight_dice_unlabeled, self.configuration_manager.batch_dice), weights)
+
+    def _scheduler(self, optimizer, initial_lr):
+        if self.optimizers == "paper":
+            return StagedCosineLR(optimizer, initial_lr, self.unlabeled_start_epoch, self.num_epochs,
+                                  int(round(self.warmup_fraction * self.num_epochs)))
+        return PolyLRScheduler(optimizer, initial_lr, self.num_epochs)
+
+    def configure_optimizers(self):
+        if self.optimizers == "nnunet":
+            return super().configure_optimizers()
+        optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr,
+                                      weight_decay=self.weight_decay_adamw)
+        return optimizer, self._scheduler(optimizer, self.initial_lr)
+
+    def configure_optimizers_2d(self):
+        params = [p for p in self.branch2d.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.initial_lr_2d, weight_decay=self.weight_decay_adamw)
+        return optimizer, self._scheduler(optimizer, self.initial_lr_2d)
+
+    # ------------------------------------------------------------------ epoch bookkeeping
+    def student_lr_schedule(self):
+        if self.phase == "2d":
+            return self.initial_lr_2d, self.optimizer_2d.param_groups[0]["lr"], 0.0
+        return super().student_lr_schedule()
+
+    def on_train_epoch_start(self):
+        self.phase = mn_phase(self.current_epoch, self.unlabeled_start_epoch, self.first_student, self.co_training)
+        self.lr_scheduler_2d.step(self.current_epoch)
+        super().on_train_epoch_start()
+        self.network.train(self.phase in ("both", "3d"))
+        self.branch2d.train(self.phase in ("both", "2d"))
+        stage = 1 if self.phase == "both" else 2
+        for key, value in (("stage", stage), ("trains_3d", int(self.phase != "2d")),
+                           ("trains_2d", int(self.phase != "3d")), ("lr_2d", self.optimizer_2d.param_groups[0]["lr"])):
+            self.logger.log(key, value, self.current_epoch)
+        who = {"both": "3D and 2D, labelled data only", "3d": "3D (teacher: 2D)", "2d": "2D (teacher: 3D)"}
+        self.print_to_log_file(f"M&N stage {stage}, student: {who[self.phase]}")
+
+    def on_validation_epoch_start(self):
+        super().on_validation_epoch_start()
+        self.branch2d.eval()
+
+    # ------------------------------------------------------------------ training steps
+    def forward_2d(self, x: torch.Tensor, teacher: bool = False) -> torch.Tensor:
+        """Logits of f on every slice of a 3D batch, stacked back to (B, K, X, Y, Z) (Eq. 2 / 8)."""
+        return predict_slices(self.branch2d, x, self.slice_axis, self.teacher_slice_chunk if teacher else 0)
+
+    def _labeled_loss_3d(self, outputs, target_l):
+        return self.loss(outputs, target_l) if self.enable_deep_supervision else self.loss(outputs[0], target_l)
+
+    @staticmethod
+    def _full_res(target):
+        return target[0] if isinstance(target, list) else target
+
+    def semi_supervised_step(self, data_l, target_l, data_u) -> dict:
+        if self.phase == "both":
+            return self.stage1_step(data_l, target_l)
+        if self.phase == "3d":
+            return self.train_3d_student(data_l, target_l, data_u)
+        return self.train_2d_student(data_l, target_l, data_u)
+
+    def stage1_step(self, data_l, target_l) -> dict:
+        """Eq. (1) for both models on the same labelled batch, each with its own optimizer."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            loss_3d = self._labeled_loss_3d(as_list(self.network(data_l)), target_l)
+        self.backward_and_step(loss_3d, self.optimizer, self.network, self.grad_scaler)
+        self.optimizer_2d.zero_grad(set_to_none=True)
+        with self.autocast():
+            loss_2d = self.loss_2d(self.forward_2d(data_l), self._full_res(target_l))
+        self.backward_and_step(loss_2d, self.optimizer_2d, self.branch2d, self.grad_scaler_2d)
+        return {"loss": loss_3d.detach().cpu().numpy(), "loss_l_3d": loss_3d.item(), "loss_l_2d": loss_2d.item()}
+
+    def train_3d_student(self, data_l, target_l, data_u) -> dict:
+        """Eq. (2)-(6): soft pseudo-masks P from the 2D teacher, L_c for the 3D student."""
+        b_l, b_u = data_l.shape[0], 0 if data_u is None else data_u.shape[0]
+        if b_u:
+            with torch.no_grad(), self.autocast():
+                pseudo_masks = torch.softmax(self.forward_2d(data_u, teacher=True).float(), 1)
+        x = data_l if not b_u else (data_u if not b_l else torch.cat((data_l, data_u)))
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            outputs = as_list(self.network(x))
+            loss_l = self._labeled_loss_3d([o[:b_l] for o in outputs], target_l) if b_l else None
+            loss_u = None
+            if b_u:
+                student_u = [o[b_l:] for o in outputs]
+                loss_u = self.loss_u_3d(student_u, downsample_soft_targets(pseudo_masks, [o.shape[2:] for o in student_u]))
+            loss = combine_labeled_unlabeled(loss_l, loss_u, b_l, b_u)
+        self.backward_and_step(loss, self.optimizer, self.network, self.grad_scaler)
+        return {"loss": loss.detach().cpu().numpy(), "loss_l_3d": loss_l.item() if b_l else np.nan,
+                "loss_u_3d": loss_u.item() if b_u else np.nan,
+                "agreement": hard_dice_agreement(outputs[0][b_l:], pseudo_masks) if b_u else np.nan}
+
+    def train_2d_student(self, data_l, target_l, data_u) -> dict:
+        """Eq. (7)-(9): soft pseudo-masks P from the 3D teacher, L_c for the 2D student (slice-wise)."""
+        b_l, b_u = data_l.shape[0], 0 if data_u is None else data_u.shape[0]
+        if b_u:
+            with torch.no_grad(), self.autocast():
+                pseudo_masks = torch.softmax(as_list(self.network(data_u))[0].float(), 1)
+        x = data_l if not b_u else (data_u if not b_l else torch.cat((data_l, data_u)))
+        self.optimizer_2d.zero_grad(set_to_none=True)
+        with self.autocast():
+            logits = self.forward_2d(x)
+            loss_l = self.loss_2d(logits[:b_l], self._full_res(target_l)) if b_l else None
+            loss_u = self.loss_u_2d(logits[b_l:], pseudo_masks) if b_u else None
+            loss = combine_labeled_unlabeled(loss_l, loss_u, b_l, b_u)
+        self.backward_and_step(loss, self.optimizer_2d, self.branch2d, self.grad_scaler_2d)
+        return {"loss": loss.detach().cpu().numpy(), "loss_l_2d": loss_l.item() if b_l else np.nan,
+                "loss_u_2d": loss_u.item() if b_u else np.nan,
+                "agreement": hard_dice_agreement(logits[b_l:], pseudo_masks) if b_u else np.nan}
+
+    # ------------------------------------------------------------------ validation: 3D (nnU-Net) and 2D pseudo Dice
+    def validation_step(self, batch: dict) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = self._full_res(batch["target"]).to(self.device, non_blocking=True)
+        with self.autocast():
+            seg = self.forward_2d(data, teacher=True).argmax(1, keepdim=True)
+        onehot = torch.zeros((seg.shape[0], self.label_manager.num_segmentation_heads, *seg.shape[2:]),
+                             device=seg.device, dtype=torch.float32).scatter_(1, seg, 1)
+        mask = None
+        if self.label_manager.has_ignore_label:
+            mask = (target != self.label_manager.ignore_label).float()
+            target = torch.where(target == self.label_manager.ignore_label, 0, target)
+        tp, fp, fn, _ = get_tp_fp_fn_tn(onehot, target, axes=[0] + list(range(2, onehot.ndim)), mask=mask)
+        result = super().validation_step(batch)
+        result.update({"tp_2d": tp[1:].cpu().numpy(), "fp_2d": fp[1:].cpu().numpy(), "fn_2d": fn[1:].cpu().numpy()})
+        return result
+
+    def on_validation_epoch_end(self, val_outputs):
+        super().on_validation_epoch_end(val_outputs)
+        c = collate_outputs(val_outputs)
+        tp, fp, fn = (np.sum(c[k], 0) for k in ("tp_2d", "fp_2d", "fn_2d"))
+        dice_2d = np.nanmean([2 * i / (2 * i + j + k) if (2 * i + j + k) > 0 else np.nan for i, j, k in zip(tp, fp, fn)])
+        self.logger.log("dice_2d", float(dice_2d), self.current_epoch)
+        self.logger.log("dice_3d", float(self.logger.get_value("mean_fg_dice", step=-1)), self.current_epoch)
+
+    # ------------------------------------------------------------------ checkpoints
+    def extra_checkpoint_state(self) -> dict:
+        return {**super().extra_checkpoint_state(),
+                "mn_branch2d": unwrap(self.branch2d).trainable_state_dict(),
+                "mn_branch2d_kind": self.branch2d_kind, "mn_branch2d_finetune": self.branch2d_finetune,
+                "mn_optimizer2d_state": self.optimizer_2d.state_dict(),
+                "mn_grad_scaler2d_state": self.grad_scaler_2d.state_dict() if self.grad_scaler_2d else None,
+                "mn_phase": self.phase}
+
+    def load_extra_checkpoint_state(self, checkpoint: dict) -> None:
+        super().load_extra_checkpoint_state(checkpoint)
+        if "mn_branch2d" not in checkpoint:
+            raise RuntimeError("This checkpoint holds no M&N 2D model (was it written by another trainer?).")
+        saved = (checkpoint["mn_branch2d_kind"], checkpoint["mn_branch2d_finetune"])
+        if saved != (self.branch2d_kind, self.branch2d_finetune):
+            raise RuntimeError(f"Checkpoint 2D model {saved} differs from this trainer's "
+                               f"{(self.branch2d_kind, self.branch2d_finetune)}.")
+        unwrap(self.branch2d).load_trainable_state_dict(checkpoint["mn_branch2d"])
+        self.optimizer_2d.load_state_dict(checkpoint["mn_optimizer2d_state"])
+        if self.grad_scaler_2d is not None and checkpoint.get("mn_grad_scaler2d_state") is not None:
+            self.grad_scaler_2d.load_state_dict(checkpoint["mn_grad_scaler2d_state"])
+        self.phase = checkpoint.get("mn_phase", self.phase)

@@ -1,0 +1,1 @@
+"""M&N experiment planning (nnunetv2_mn.plans)."""
