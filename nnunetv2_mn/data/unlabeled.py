@@ -1,0 +1,354 @@
+"""Preprocess unlabelled raw images with exactly the plans of a labelled nnU-Net data set.
+
+raw:          $nnUNet_raw/DatasetXXX_Name/imagesUnlabeled/{CASE}_{XXXX}{file_ending}   (+ imagesTs/ if asked)
+preprocessed: $nnUNet_preprocessed/DatasetXXX_Name/{data_identifier}_unlabeled/{CASE}.b2nd, _seg.b2nd, .pkl
+
+Each case goes through the plans' own preprocessor class (`run_case_save` with `seg_file=None`: transpose, crop to
+nonzero, normalisation with the plans' intensity statistics, resampling). `_seg.b2nd` is only the nonzero mask
+(0 inside, -1 outside) and the `.pkl` has no `class_locations`: never use them as supervision.
+
+`unlabeled_manifest.json` in the output folder records the raw files (size, mtime) of each case and a hash of the
+preprocessing-relevant plans; a rerun only preprocesses new or changed cases and removes vanished ones.
+"""
+import argparse
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+from time import sleep
+from typing import Dict, List, Sequence, Union
+
+from batchgenerators.utilities.file_and_folder_operations import load_json, save_json, subfiles
+
+from nnunetv2_mn.paths import UNLABELED_RAW_FOLDER, unlabeled_preprocessed_dir, unlabeled_raw_dir
+
+MANIFEST = "unlabeled_manifest.json"
+MANIFEST_VERSION = 1
+OUTPUT_SUFFIXES = (".b2nd", "_seg.b2nd", ".pkl")
+
+
+class UnlabeledDataError(RuntimeError):
+    """Something about the data set or its unlabelled images that the user has to fix."""
+
+
+# ----------------------------------------------------------------------------------------------------- lookups
+def _dataset_name(dataset: Union[str, int]) -> str:
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    try:
+        return maybe_convert_to_dataset_name(dataset)
+    except (RuntimeError, ValueError) as e:
+        raise UnlabeledDataError(f"Unknown data set {dataset!r}: {e}")
+
+
+def _dataset_id(dataset_name: str) -> str:
+    m = re.match(r"Dataset(\d{3})_", dataset_name)
+    return str(int(m.group(1))) if m else dataset_name
+
+
+def _load_plans(dataset_name: str, plans_identifier: str, configurations: Sequence[str]):
+    """(PlansManager, dataset_json) from nnUNet_preprocessed; clear error if the data set was not planned."""
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    folder = os.path.join(nnUNet_preprocessed.require(), dataset_name)
+    plans_file = os.path.join(folder, plans_identifier + ".json")
+    dataset_json_file = os.path.join(folder, "dataset.json")
+    if not (os.path.isfile(plans_file) and os.path.isfile(dataset_json_file)):
+        raise UnlabeledDataError(
+            f"{dataset_name} is not planned/preprocessed yet ({plans_file} or {dataset_json_file} missing). Run "
+            f"`nnUNetv2_plan_and_preprocess -d {_dataset_id(dataset_name)} -c {' '.join(configurations)}` first "
+            f"(with -pl/-overwrite_plans_name if you use plans other than {plans_identifier}).")
+    plans_manager = PlansManager(plans_file)
+    missing = [c for c in configurations if c not in plans_manager.available_configurations]
+    if missing:
+        raise UnlabeledDataError(f"Configuration(s) {missing} not in {plans_file}. "
+                                 f"Available: {plans_manager.available_configurations}.")
+    return plans_manager, load_json(dataset_json_file)
+
+
+def get_unlabeled_preprocessed_folder(dataset: Union[str, int], configuration: str = "3d_fullres",
+                                      plans_identifier: str = "nnUNetPlans") -> str:
+    """`$nnUNet_preprocessed/DatasetXXX_Name/{data_identifier}_unlabeled` for this configuration."""
+    from nnunetv2.paths import nnUNet_preprocessed
+    name = _dataset_name(dataset)
+    plans_manager, _ = _load_plans(name, plans_identifier, [configuration])
+    data_identifier = plans_manager.get_configuration(configuration).data_identifier
+    return unlabeled_preprocessed_dir(os.path.join(nnUNet_preprocessed.require(), name), data_identifier)
+
+
+def list_unlabeled_cases(preprocessed_folder: str) -> List[str]:
+    """Sorted identifiers of the preprocessed unlabelled cases in `preprocessed_folder`."""
+    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+    if not os.path.isdir(preprocessed_folder):
+        raise UnlabeledDataError(f"{preprocessed_folder} does not exist. Run `nnUNetv2_mn_preprocess_unlabeled` "
+                                 f"for this data set and configuration first.")
+    return sorted(nnUNetDatasetBlosc2.get_identifiers(preprocessed_folder))
+
+
+# ----------------------------------------------------------------------------------------------------- raw cases
+def _naming_help(folder: str, file_ending: str, num_channels: int) -> str:
+    channels = ", ".join(f"{{CASE}}_{c:04d}{file_ending}" for c in range(num_channels))
+    return (f"Put unlabelled images into {folder} named {{CASE}}_{{XXXX}}{file_ending}, XXXX = 4-digit channel "
+            f"index ({num_channels} channel(s) per case: {channels}), exactly like imagesTr.")
+
+
+def _case_files(folder: str, file_ending: str, channel_names: dict) -> Dict[str, List[str]]:
+    """{case: [channel files in channel order]}; raise on bad names or a wrong channel set."""
+    num_channels = len(channel_names)
+    pattern = re.compile(r"(.+)_(\d{4})" + re.escape(file_ending))
+    by_case: Dict[str, Dict[int, str]] = {}
+    for f in subfiles(folder, suffix=file_ending, join=False, sort=True):
+        m = pattern.fullmatch(f)
+        if m is None:
+            raise UnlabeledDataError(f"{os.path.join(folder, f)} does not follow the naming convention. "
+                                     + _naming_help(folder, file_ending, num_channels))
+        by_case.setdefault(m.group(1), {})[int(m.group(2))] = os.path.join(folder, f)
+    for case, ch in by_case.items():
+        if sorted(ch) != list(range(num_channels)):
+            raise UnlabeledDataError(
+                f"Case {case} in {folder} has channel(s) {[f'{c:04d}' for c in sorted(ch)]}, but dataset.json "
+                f"channel_names {channel_names} expects {num_channels} channel(s) "
+                f"{[f'{c:04d}' for c in range(num_channels)]}.")
+    return {case: [ch[c] for c in range(num_channels)] for case, ch in sorted(by_case.items())}
+
+
+def find_unlabeled_images(raw_dataset_dir: str, dataset_json: dict,
+                          include_imagesTs: bool = False) -> Dict[str, dict]:
+    """{case: {'folder': 'imagesUnlabeled' or 'imagesTs', 'images': [files]}} of the raw data set."""
+    fe, channel_names = dataset_json["file_ending"], dataset_json["channel_names"]
+    unl = unlabeled_raw_dir(raw_dataset_dir)
+    folders = [UNLABELED_RAW_FOLDER] + (["imagesTs"] if include_imagesTs else [])
+    if not os.path.isdir(unl) and not include_imagesTs:
+        raise UnlabeledDataError(f"No {UNLABELED_RAW_FOLDER} folder in {raw_dataset_dir}. "
+                                 + _naming_help(unl, fe, len(channel_names)))
+    if include_imagesTs and not os.path.isdir(os.path.join(raw_dataset_dir, "imagesTs")):
+        raise UnlabeledDataError(f"--include_imagesTs given but {raw_dataset_dir} has no imagesTs folder.")
+    cases: Dict[str, dict] = {}
+    for folder in folders:
+        path = os.path.join(raw_dataset_dir, folder)
+        if not os.path.isdir(path):
+            continue
+        for case, files in _case_files(path, fe, channel_names).items():
+            if case in cases:
+                raise UnlabeledDataError(f"Case {case} is in both {cases[case]['folder']} and {folder}; "
+                                         f"rename one of them.")
+            cases[case] = {"folder": folder, "images": files}
+    if not cases:
+        raise UnlabeledDataError(f"No images ending in {fe} in {' or '.join(os.path.join(raw_dataset_dir, f) for f in folders)}. "
+                                 + _naming_help(unl, fe, len(channel_names)))
+    return cases
+
+
+# ----------------------------------------------------------------------------------------------------- manifest
+def _file_state(files: List[str]) -> Dict[str, dict]:
+    state = {}
+    for f in files:
+        st = os.stat(f)
+        state[os.path.basename(f)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return state
+
+
+def _plans_fingerprint(plans_manager, configuration_manager, dataset_json: dict) -> str:
+    """Hash of everything in the plans that changes the preprocessed arrays."""
+    c = configuration_manager.configuration
+    keys = ("data_identifier", "preprocessor_name", "spacing", "normalization_schemes", "use_mask_for_norm",
+            "resampling_fn_data", "resampling_fn_data_kwargs", "resampling_fn_seg", "resampling_fn_seg_kwargs",
+            "patch_size")
+    relevant = {"configuration": {k: c.get(k) for k in keys},
+                "transpose_forward": plans_manager.transpose_forward,
+                "image_reader_writer": plans_manager.plans.get("image_reader_writer"),
+                "intensity": plans_manager.foreground_intensity_properties_per_channel,
+                "channel_names": dataset_json.get("channel_names")}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _load_manifest(output_folder: str) -> dict:
+    path = os.path.join(output_folder, MANIFEST)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        return load_json(path)
+    except (ValueError, OSError):
+        return {}
+
+
+def _save_manifest(output_folder: str, manifest: dict) -> None:
+    tmp = os.path.join(output_folder, MANIFEST + ".tmp")
+    save_json(manifest, tmp, sort_keys=False)
+    os.replace(tmp, os.path.join(output_folder, MANIFEST))
+
+
+def _outputs_exist(output_folder: str, case: str) -> bool:
+    return all(os.path.isfile(os.path.join(output_folder, case + s)) for s in OUTPUT_SUFFIXES)
+
+
+def _remove_case(output_folder: str, case: str) -> None:
+    for s in OUTPUT_SUFFIXES:
+        f = os.path.join(output_folder, case + s)
+        if os.path.isfile(f):
+            os.remove(f)
+
+
+def _plan_work(cases: Dict[str, dict], manifest: dict, fingerprint: str, output_folder: str):
+    """(to do, unchanged, to remove) case lists against the previous manifest and the output folder."""
+    old = manifest.get("cases", {}) if manifest.get("plans_fingerprint") == fingerprint else {}
+    todo, unchanged = [], []
+    for case, info in cases.items():
+        entry = old.get(case)
+        same = (entry is not None and entry.get("folder") == info["folder"]
+                and entry.get("files") == info["files_state"] and _outputs_exist(output_folder, case))
+        (unchanged if same else todo).append(case)
+    present = set(list_unlabeled_cases(output_folder)) | set(manifest.get("cases", {}))
+    return todo, unchanged, sorted(present - set(cases))
+
+
+# ----------------------------------------------------------------------------------------------------- workers
+def _first_unreadable(files: List[str], reader_writer_class):
+    for f in files:
+        try:
+            reader_writer_class().read_images([f])
+        except Exception:
+            return f
+    return None
+
+
+def _preprocess_case(preprocessor, output_filename_truncated: str, image_files: List[str], plans_manager,
+                     configuration_manager, dataset_json: dict) -> str:
+    """One case through the plans' preprocessor; errors name the unreadable file. Returns the identifier."""
+    case = os.path.basename(output_filename_truncated)
+    try:
+        preprocessor.run_case_save(output_filename_truncated, image_files, None, plans_manager,
+                                   configuration_manager, dataset_json)
+    except Exception as e:
+        bad = _first_unreadable(image_files, plans_manager.image_reader_writer_class())
+        if bad is not None:
+            raise UnlabeledDataError(f"Cannot read image {bad} (case {case}): {type(e).__name__}: {e}. "
+                                     f"Replace or remove this file.") from None
+        raise UnlabeledDataError(f"Preprocessing case {case} ({image_files}) failed: "
+                                 f"{type(e).__name__}: {e}") from None
+    return case
+
+
+def _run_inline(jobs: List[tuple], progress):
+    for job in jobs:
+        yield _preprocess_case(*job)
+        progress.update()
+
+
+def _run_pool(jobs: List[tuple], num_processes: int, progress):
+    """Like nnU-Net's DefaultPreprocessor.run: spawn pool, async jobs, fail loudly if a worker dies."""
+    with multiprocessing.get_context("spawn").Pool(num_processes) as pool:
+        workers = list(pool._pool)
+        pending = [pool.apply_async(_preprocess_case, job) for job in jobs]
+        while pending:
+            if not all(w.is_alive() for w in workers):
+                raise UnlabeledDataError("A preprocessing worker died (out of RAM?). Retry with fewer processes "
+                                         "(-np); finished cases are kept.")
+            done = [r for r in pending if r.ready()]
+            for r in done:
+                yield r.get()
+                progress.update()
+            pending = [r for r in pending if r not in done]
+            sleep(0.05)
+
+
+# ----------------------------------------------------------------------------------------------------- main API
+def _preprocess_configuration(dataset_name: str, cases: Dict[str, dict], plans_manager, configuration: str,
+                              plans_identifier: str, dataset_json: dict, num_processes: int, verbose: bool) -> dict:
+    from tqdm import tqdm
+    from nnunetv2.paths import nnUNet_preprocessed
+    cm = plans_manager.get_configuration(configuration)
+    pp_dir = os.path.join(nnUNet_preprocessed.require(), dataset_name)
+    out = unlabeled_preprocessed_dir(pp_dir, cm.data_identifier)
+    os.makedirs(out, exist_ok=True)
+    if verbose and not os.path.isdir(os.path.join(pp_dir, cm.data_identifier)):
+        print(f"WARNING: {os.path.join(pp_dir, cm.data_identifier)} does not exist: the labelled cases of "
+              f"{configuration} are not preprocessed yet (training needs them).")
+    fingerprint = _plans_fingerprint(plans_manager, cm, dataset_json)
+    manifest = _load_manifest(out)
+    todo, unchanged, removed = _plan_work(cases, manifest, fingerprint, out)
+    for case in removed + todo:
+        _remove_case(out, case)
+    entries = {c: manifest["cases"][c] for c in unchanged}
+    new_manifest = {"format_version": MANIFEST_VERSION, "dataset": dataset_name, "plans_identifier": plans_identifier,
+                    "configuration": configuration, "data_identifier": cm.data_identifier,
+                    "plans_fingerprint": fingerprint,
+                    "source_folders": sorted({v["folder"] for v in cases.values()}), "cases": entries}
+    if verbose:
+        print(f"{configuration}: {len(todo)} to preprocess, {len(unchanged)} unchanged, {len(removed)} removed "
+              f"-> {out}")
+    preprocessor_class = cm.preprocessor_class
+    if preprocessor_class is None:
+        raise UnlabeledDataError(f"Preprocessor class {cm.preprocessor_name} of the plans was not found in nnunetv2.")
+    preprocessor = preprocessor_class(verbose=False)
+    jobs = [(preprocessor, os.path.join(out, c), cases[c]["images"], plans_manager, cm, dataset_json) for c in todo]
+    try:
+        with tqdm(total=len(jobs), desc=f"Preprocessing unlabelled ({configuration})",
+                  disable=not (verbose and jobs)) as bar:
+            nproc = min(num_processes, len(jobs))
+            runner = _run_pool(jobs, nproc, bar) if nproc > 1 else _run_inline(jobs, bar)
+            for case in runner:
+                entries[case] = {"folder": cases[case]["folder"], "files": cases[case]["files_state"]}
+    finally:
+        new_manifest["cases"] = dict(sorted(entries.items()))
+        _save_manifest(out, new_manifest)
+    return {"output_folder": out, "processed": sorted(todo), "unchanged": sorted(unchanged), "removed": removed}
+
+
+def preprocess_unlabeled(dataset: Union[str, int], configurations: Sequence[str] = ("3d_fullres",),
+                         plans_identifier: str = "nnUNetPlans", num_processes: int = 2,
+                         include_imagesTs: bool = False, verbose: bool = True) -> Dict[str, dict]:
+    """Preprocess imagesUnlabeled/ (and imagesTs/ if include_imagesTs: transductive) with the data set's plans.
+
+    Returns {configuration: {'output_folder', 'processed', 'unchanged', 'removed'}}. Configurations that share a
+    data_identifier (3d_fullres, 3d_cascade_fullres) are processed once.
+    """
+    from nnunetv2.paths import nnUNet_raw
+    configurations = list(configurations)
+    name = _dataset_name(dataset)
+    plans_manager, dataset_json = _load_plans(name, plans_identifier, configurations)
+    raw = os.path.join(nnUNet_raw.require(), name)
+    cases = find_unlabeled_images(raw, dataset_json, include_imagesTs)
+    for info in cases.values():
+        info["files_state"] = _file_state(info["images"])
+    if verbose:
+        folders = sorted({v["folder"] for v in cases.values()})
+        print(f"{name}: {len(cases)} unlabelled case(s) from {', '.join(os.path.join(raw, f) for f in folders)}"
+              + (" (transductive: imagesTs included)" if include_imagesTs else ""))
+    results, done_identifiers = {}, {}
+    for c in configurations:
+        data_identifier = plans_manager.get_configuration(c).data_identifier
+        if data_identifier in done_identifiers:
+            results[c] = results[done_identifiers[data_identifier]]
+            continue
+        results[c] = _preprocess_configuration(name, cases, plans_manager, c, plans_identifier, dataset_json,
+                                               num_processes, verbose)
+        done_identifiers[data_identifier] = c
+    return results
+
+
+def _parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Preprocess imagesUnlabeled/ of an nnU-Net data set with its plans into "
+                                            "nnUNet_preprocessed/DatasetXXX_Name/{data_identifier}_unlabeled/.")
+    p.add_argument("-d", required=True, help="dataset id or name")
+    p.add_argument("-c", nargs="+", default=["3d_fullres"], help="configurations (default: 3d_fullres)")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
+    p.add_argument("-np", type=int, default=2, help="worker processes (default: 2)")
+    p.add_argument("--include_imagesTs", action="store_true",
+                   help="also preprocess imagesTs/ as unlabelled data (transductive setting)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    a = _parse_args(argv)
+    try:
+        results = preprocess_unlabeled(a.d, a.c, a.p, a.np, a.include_imagesTs)
+    except UnlabeledDataError as e:
+        raise SystemExit(f"ERROR: {e}")
+    for c, r in results.items():
+        print(f"{c}: {len(r['processed'])} preprocessed, {len(r['unchanged'])} unchanged, "
+              f"{len(r['removed'])} removed; {len(r['processed']) + len(r['unchanged'])} cases in {r['output_folder']}")
+
+
+if __name__ == "__main__":
+    main()
