@@ -148,7 +148,7 @@ def _file_state(files: List[str]) -> Dict[str, dict]:
     return state
 
 
-def _plans_fingerprint(plans_manager, configuration_manager, dataset_json: dict) -> str:
+def plans_fingerprint(plans_manager, configuration_manager, dataset_json: dict) -> str:
     """Hash of everything in the plans that changes the preprocessed arrays."""
     c = configuration_manager.configuration
     keys = ("data_identifier", "preprocessor_name", "spacing", "normalization_schemes", "use_mask_for_norm",
@@ -264,7 +264,7 @@ def _preprocess_configuration(dataset_name: str, cases: Dict[str, dict], plans_m
     if verbose and not os.path.isdir(os.path.join(pp_dir, cm.data_identifier)):
         print(f"WARNING: {os.path.join(pp_dir, cm.data_identifier)} does not exist: the labelled cases of "
               f"{configuration} are not preprocessed yet (training needs them).")
-    fingerprint = _plans_fingerprint(plans_manager, cm, dataset_json)
+    fingerprint = plans_fingerprint(plans_manager, cm, dataset_json)
     manifest = _load_manifest(out)
     todo, unchanged, removed = _plan_work(cases, manifest, fingerprint, out)
     for case in removed + todo:

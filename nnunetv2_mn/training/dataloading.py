@@ -1,16 +1,17 @@
 """Data loading for unlabelled cases: nnU-Net's loader and transforms, with no labels used."""
-from typing import List
+from typing import List, Type
 
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
-from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+from nnunetv2.training.dataloading.nnunet_dataset import nnUNetBaseDataset, nnUNetDatasetBlosc2
 
 
 class UnlabeledDataset:
-    """nnU-Net dataset over `{data_identifier}_unlabeled/`. Cases preprocessed without a segmentation
-    carry no `class_locations`; crops are then drawn uniformly at random."""
+    """nnU-Net dataset over `{data_identifier}_unlabeled/`, of the same storage class as the labelled
+    cases (blosc2 or numpy). Cases preprocessed without a segmentation carry no `class_locations`; crops
+    are then drawn uniformly at random."""
 
-    def __init__(self, folder: str, identifiers: List[str] = None):
-        dataset_class = infer_dataset_class(folder)
+    def __init__(self, folder: str, identifiers: List[str] = None, dataset_class: Type[nnUNetBaseDataset] = None):
+        dataset_class = dataset_class or nnUNetDatasetBlosc2
         self._dataset = dataset_class(folder, identifiers)
         self.identifiers = self._dataset.identifiers
 

@@ -20,11 +20,13 @@ from batchgenerators.dataloading.single_threaded_augmenter import SingleThreaded
 from batchgenerators.utilities.file_and_folder_operations import isdir, join, load_json
 from torch._dynamo import OptimizedModule
 
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import dummy_context
 
+from nnunetv2_mn.data.unlabeled import MANIFEST, plans_fingerprint
 from nnunetv2_mn.paths import UNLABELED_RAW_FOLDER, unlabeled_preprocessed_dir
 from nnunetv2_mn.training.dataloading import UnlabeledDataLoader, UnlabeledDataset
 from nnunetv2_mn.training.logging import install_logger
@@ -82,25 +84,28 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
                 f"    nnUNetv2_mn_preprocess_unlabeled -d {self.plans_manager.dataset_name} "
                 f"-c {self.configuration_name} -p {self.plans_manager.plans_name}")
 
+    def _unlabeled_dataset(self, identifiers):
+        return UnlabeledDataset(self.unlabeled_folder, identifiers, infer_dataset_class(self.preprocessed_dataset_folder))
+
     def check_unlabeled_data(self) -> List[str]:
         """Fail before training when the unlabelled cases are missing or do not match the plans."""
         folder = self.unlabeled_folder
         if folder is None or not isdir(folder):
             raise UnlabeledDataError(f"No preprocessed unlabelled data for {self.__class__.__name__}: "
                                      f"{folder} does not exist.\n{self._fix_command()}")
-        identifiers = UnlabeledDataset(folder).identifiers
+        identifiers = self._unlabeled_dataset(None).identifiers
         if len(identifiers) == 0:
             raise UnlabeledDataError(f"{folder} holds no preprocessed unlabelled case.\n{self._fix_command()}")
-        manifest = join(folder, "manifest.json")
+        manifest = join(folder, MANIFEST)
         if os.path.isfile(manifest):
-            m = load_json(manifest)
-            expected = (self.plans_manager.plans_name, self.configuration_name)
-            found = (m.get("plans_identifier", expected[0]), m.get("configuration", expected[1]))
-            if found != expected:
-                raise UnlabeledDataError(f"Unlabelled cases in {folder} were preprocessed with plans {found[0]} / "
-                                         f"{found[1]}, but this training uses {expected[0]} / {expected[1]}.\n"
+            recorded = load_json(manifest).get("plans_fingerprint")
+            current = plans_fingerprint(self.plans_manager, self.configuration_manager, self.dataset_json)
+            if recorded != current:
+                raise UnlabeledDataError(f"The unlabelled cases in {folder} were preprocessed with other plans than "
+                                         f"{self.plans_manager.plans_name} / {self.configuration_name} now has "
+                                         f"(spacing, normalisation or resampling changed). Preprocess them again:\n"
                                          f"{self._fix_command()}")
-        data = UnlabeledDataset(folder, identifiers[:1]).load_case(identifiers[0])[0]
+        data = self._unlabeled_dataset(identifiers[:1]).load_case(identifiers[0])[0]
         if data.shape[0] != self.num_input_channels:
             raise UnlabeledDataError(f"Unlabelled case {identifiers[0]} has {data.shape[0]} channel(s) but the "
                                      f"dataset has {self.num_input_channels} (dataset.json channel_names). Each "
@@ -118,7 +123,7 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
 
     def get_unlabeled_dataloader(self, identifiers: List[str]):
         _, _, initial_patch_size, _ = self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        dl = UnlabeledDataLoader(UnlabeledDataset(self.unlabeled_folder, identifiers), self.batch_size,
+        dl = UnlabeledDataLoader(self._unlabeled_dataset(identifiers), self.batch_size,
                                  initial_patch_size, self.configuration_manager.patch_size, self.label_manager,
                                  transforms=self._unlabeled_transforms())
         n_proc = get_allowed_n_proc_DA()
@@ -126,6 +131,19 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
             return SingleThreadedAugmenter(dl, None)
         return NonDetMultiThreadedAugmenter(dl, None, max(1, n_proc // 2), num_cached=max(3, n_proc // 4), seeds=None,
                                             pin_memory=self.device.type == "cuda", wait_time=0.002)
+
+    def do_split(self):
+        """nnU-Net's split, with a clear error instead of scikit-learn's when too few cases are labelled."""
+        splits_file = join(self.preprocessed_dataset_folder_base, "splits_final.json")
+        if self.fold != "all" and not os.path.isfile(splits_file):
+            n = len(infer_dataset_class(self.preprocessed_dataset_folder).get_identifiers(
+                self.preprocessed_dataset_folder))
+            if n < 5:
+                raise RuntimeError(f"Only {n} labelled training cases: nnU-Net's 5-fold cross-validation needs at "
+                                   f"least 5. Train on all labelled cases with fold 'all' "
+                                   f"(nnUNetv2_train {self.plans_manager.dataset_name} {self.configuration_name} all "
+                                   f"-tr {self.__class__.__name__}) or write your own {splits_file}.")
+        return super().do_split()
 
     def get_dataloaders(self):
         unlabeled_ids = self.check_unlabeled_data()
