@@ -25,3 +25,45 @@ def hippocampus_dir():
     if not (HIPPOCAMPUS / "dataset.json").is_file():
         pytest.skip(f"real data not found at {HIPPOCAMPUS}")
     return HIPPOCAMPUS
+
+
+def run_cli(args, env, timeout=900, check=True):
+    """Run a console script as a user would; on failure show its output."""
+    import subprocess
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                             f"{proc.stderr[-4000:]}")
+    return proc
+
+
+SYNTHETIC_ID = 911
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """`run_cli(args, env)` for tests (conftest is not importable by name under --import-mode=importlib)."""
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def planned_synthetic(tmp_path_factory, cli):
+    """A small synthetic dataset with unlabelled images, planned and preprocessed with the real console
+    scripts (nnU-Net's and ours). Returns the environment for further subprocess calls and the folders."""
+    base = tmp_path_factory.mktemp("nnunet")
+    env = dict(os.environ)
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        (base / name).mkdir()
+        env[name] = str(base / name)
+    env.update({"nnUNet_n_proc_DA": "0", "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"})
+    cli(["nnUNetv2_mn_synthetic", "-d", str(SYNTHETIC_ID), "--num_labeled", "5", "--num_unlabeled", "4",
+             "--num_test", "2", "--shape", "16", "32", "32"], env)
+    # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which rejects 0
+    plan_env = {**env, "nnUNet_n_proc_DA": "2"}
+    cli(["nnUNetv2_plan_and_preprocess", "-d", str(SYNTHETIC_ID), "-c", "3d_fullres", "-npfp", "2", "-np", "2",
+             "--verify_dataset_integrity"], plan_env)
+    cli(["nnUNetv2_mn_preprocess_unlabeled", "-d", str(SYNTHETIC_ID), "-c", "3d_fullres", "-np", "2"], env)
+    raw = next((base / "nnUNet_raw").glob(f"Dataset{SYNTHETIC_ID}_*"))
+    pre = next((base / "nnUNet_preprocessed").glob(f"Dataset{SYNTHETIC_ID}_*"))
+    return {"env": env, "raw": raw, "preprocessed": pre, "results": base / "nnUNet_results",
+            "dataset_id": str(SYNTHETIC_ID)}

@@ -61,7 +61,7 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
     # ---- the 2D model f (Sec. 2.1); source precedence: env nnUNet_MN_2d_model > plans mn_2d_model > attribute
     branch2d_kind: str = "segformer"
     branch2d_source: Optional[str] = "nvidia/segformer-b2-finetuned-ade-512-512"
-    branch2d_config: Optional[dict] = None  # build from a config instead (random init; tests, ablations)
+    branch2d_config: Optional[dict] = None  # AutoConfig.for_model(**dict) instead (random init; tests, ablations)
     branch2d_kwargs: dict = {}
     branch2d_finetune: str = "lora"  # 'lora' | 'decoder' | 'whole' (Table 4)
     slice_axis: int = 0  # spatial axis of nnU-Net's patch the 2D model slices along (plans: mn_slice_axis)
@@ -119,10 +119,13 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
 
     def build_branch2d(self):
         source, origin = self.branch2d_source_and_origin()
+        config = None
         if self.branch2d_config is not None:
+            from transformers import AutoConfig
+            config = AutoConfig.for_model(**self.branch2d_config)
             source, origin = None, f"{self.__class__.__name__}.branch2d_config (random init, no pretrained weights)"
         branch = build_branch2d(self.branch2d_kind, num_classes=self.label_manager.num_segmentation_heads,
-                                finetune=self.branch2d_finetune, source=source, config=self.branch2d_config,
+                                finetune=self.branch2d_finetune, source=source, config=config,
                                 **self.branch2d_kwargs)
         self.print_to_log_file(f"M&N 2D model: {branch.describe()}; weights from {source} ({origin}); slices along "
                                f"axis {self.slice_axis} of the patch {self.configuration_manager.patch_size}")

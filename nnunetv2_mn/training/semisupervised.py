@@ -68,6 +68,7 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
         self.dataloader_unlabeled = None
         self.num_labeled_cases = self.num_unlabeled_cases = 0
         self.b_u = 0
+        self.last_batch_keys = ([], [])
         install_logger(self, self.log_panels)
 
     # ------------------------------------------------------------------ unlabelled data
@@ -105,11 +106,14 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
                                          f"{self.plans_manager.plans_name} / {self.configuration_name} now has "
                                          f"(spacing, normalisation or resampling changed). Preprocess them again:\n"
                                          f"{self._fix_command()}")
-        data = self._unlabeled_dataset(identifiers[:1]).load_case(identifiers[0])[0]
-        if data.shape[0] != self.num_input_channels:
-            raise UnlabeledDataError(f"Unlabelled case {identifiers[0]} has {data.shape[0]} channel(s) but the "
-                                     f"dataset has {self.num_input_channels} (dataset.json channel_names). Each "
-                                     f"unlabelled case needs one file per channel: CASE_0000, CASE_0001, ...")
+        dataset = self._unlabeled_dataset(identifiers)
+        for identifier in identifiers:
+            n_channels = dataset.load_case(identifier)[0].shape[0]
+            if n_channels != self.num_input_channels:
+                raise UnlabeledDataError(f"Unlabelled case {identifier} has {n_channels} channel(s) but the dataset "
+                                         f"has {self.num_input_channels} (dataset.json channel_names). Each unlabelled "
+                                         f"case needs one file per channel: CASE_0000, CASE_0001, ...\n"
+                                         f"{self._fix_command()}")
         return identifiers
 
     def _unlabeled_transforms(self):
@@ -186,15 +190,18 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
                                f"b_l={self.batch_size - self.b_u} labelled + b_u={self.b_u} unlabelled")
 
     def compose_batch(self, batch: dict):
-        """The first b_l labelled samples of nnU-Net's batch and b_u samples from the unlabelled loader."""
+        """The first b_l labelled samples of nnU-Net's batch and b_u samples from the unlabelled loader
+        (their case identifiers are kept in `last_batch_keys` for the log and the tests)."""
         b_l = self.batch_size - self.b_u
         target = batch["target"]
         target_l = [t[:b_l].to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
             else target[:b_l].to(self.device, non_blocking=True)
         data_l = batch["data"][:b_l].to(self.device, non_blocking=True)
-        data_u = None
+        data_u, keys_u = None, []
         if self.b_u > 0:
-            data_u = next(self.dataloader_unlabeled)["data"][:self.b_u].to(self.device, non_blocking=True)
+            batch_u = next(self.dataloader_unlabeled)
+            data_u, keys_u = batch_u["data"][:self.b_u].to(self.device, non_blocking=True), list(batch_u["keys"][:self.b_u])
+        self.last_batch_keys = (list(batch["keys"][:b_l]), keys_u)
         return data_l, target_l, data_u
 
     def train_step(self, batch: dict) -> dict:

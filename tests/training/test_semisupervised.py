@@ -1,0 +1,97 @@
+"""The semi-supervised base trainer: batch composition, separation of unlabelled cases, bad inputs."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+from nnunetv2_mn.training.semisupervised import UnlabeledDataError
+from nnunetv2_mn.training.variants import nnUNetTrainerMeanTeacher_debug
+
+UNLABELED = "nnUNetPlans_3d_fullres_unlabeled"
+
+
+def _ids(folder):
+    return set(nnUNetDatasetBlosc2.get_identifiers(str(folder)))
+
+
+def test_batches_hold_b_l_labelled_and_b_u_unlabelled(make_trainer, planned_synthetic):
+    trainer = make_trainer(nnUNetTrainerMeanTeacher_debug, fold=0)
+    trainer.on_train_start()
+    try:
+        labelled, unlabelled = _ids(trainer.preprocessed_dataset_folder), _ids(trainer.unlabeled_folder)
+        assert labelled.isdisjoint(unlabelled) and len(unlabelled) == 4
+        splits = json.loads((planned_synthetic["preprocessed"] / "splits_final.json").read_text())
+        in_splits = {k for s in splits for part in ("train", "val") for k in s[part]}
+        assert in_splits == labelled  # unlabelled cases never enter nnU-Net's cross-validation
+        for b_u in (0, 1, 2):
+            trainer.b_u = b_u
+            batch = next(trainer.dataloader_train)
+            data_l, target_l, data_u = trainer.compose_batch(batch)
+            keys_l, keys_u = trainer.last_batch_keys
+            assert data_l.shape[0] == len(keys_l) == 2 - b_u and target_l[0].shape[0] == 2 - b_u
+            assert (data_u is None and b_u == 0) or data_u.shape[0] == len(keys_u) == b_u
+            assert set(keys_l) <= set(splits[0]["train"]) and set(keys_u) <= unlabelled
+    finally:
+        trainer.on_train_end()
+
+
+def _copy_preprocessed(planned_synthetic, tmp_path, monkeypatch):
+    pre = tmp_path / "pre" / planned_synthetic["preprocessed"].name
+    shutil.copytree(planned_synthetic["preprocessed"], pre)
+    monkeypatch.setenv("nnUNet_preprocessed", str(pre.parent))
+    return pre
+
+
+def test_missing_unlabelled_data_says_what_to_run(make_trainer, planned_synthetic, tmp_path, monkeypatch):
+    pre = _copy_preprocessed(planned_synthetic, tmp_path, monkeypatch)
+    shutil.rmtree(pre / UNLABELED)
+    trainer = make_trainer(nnUNetTrainerMeanTeacher_debug, preprocessed=pre)
+    with pytest.raises(UnlabeledDataError, match="nnUNetv2_mn_preprocess_unlabeled -d Dataset911"):
+        trainer.on_train_start()
+    (pre / UNLABELED).mkdir()
+    with pytest.raises(UnlabeledDataError, match="holds no preprocessed unlabelled case"):
+        make_trainer(nnUNetTrainerMeanTeacher_debug, preprocessed=pre).on_train_start()
+
+
+def test_wrong_channel_count_fails_before_training(make_trainer, planned_synthetic, tmp_path, monkeypatch):
+    pre = _copy_preprocessed(planned_synthetic, tmp_path, monkeypatch)
+    folder = pre / UNLABELED
+    data, seg, _, props = nnUNetDatasetBlosc2(str(folder)).load_case("case_005")
+    two_channels = np.concatenate([np.asarray(data)] * 2)
+    nnUNetDatasetBlosc2.save_case(two_channels, np.asarray(seg), props, str(folder / "case_zz2"))
+    trainer = make_trainer(nnUNetTrainerMeanTeacher_debug, preprocessed=pre)
+    with pytest.raises(UnlabeledDataError, match="case_zz2 has 2 channel"):
+        trainer.on_train_start()
+
+
+def test_plans_changed_after_unlabelled_preprocessing(make_trainer, planned_synthetic, tmp_path, monkeypatch):
+    pre = _copy_preprocessed(planned_synthetic, tmp_path, monkeypatch)
+    manifest = pre / UNLABELED / "unlabeled_manifest.json"
+    m = json.loads(manifest.read_text())
+    m["plans_fingerprint"] = "0" * 64
+    manifest.write_text(json.dumps(m))
+    with pytest.raises(UnlabeledDataError, match="Preprocess them again"):
+        make_trainer(nnUNetTrainerMeanTeacher_debug, preprocessed=pre).on_train_start()
+
+
+def test_mean_teacher_step_is_one_backward_and_updates_the_teacher(make_trainer):
+    trainer = make_trainer(nnUNetTrainerMeanTeacher_debug)
+    trainer.initialize()
+    x = torch.randn(2, 1, *trainer.configuration_manager.patch_size)
+    student0 = [p.detach().clone() for p in trainer.network.parameters()]
+    teacher0 = [p.detach().clone() for p in trainer.teacher.parameters()]
+    trainer.b_u = 1
+    # deep-supervision targets as nnU-Net's transforms make them
+    outs = trainer.network(x[:1])
+    target = [torch.zeros(1, 1, *o.shape[2:]) for o in outs]
+    result = trainer.semi_supervised_step(x[:1], target, x[1:])
+    assert {"loss", "loss_sup", "loss_cons", "cons_weight"} <= set(result)
+    moved = [not torch.equal(a, b) for a, b in zip(student0, trainer.network.parameters())]
+    assert any(moved)
+    # first EMA step: alpha = min(1 - 1/1, 0.99) = 0 -> the teacher becomes the student
+    for t, s in zip(trainer.teacher.parameters(), trainer.network.parameters()):
+        torch.testing.assert_close(t, s)
+    assert trainer.ema_step == 1 and not all(torch.equal(a, b) for a, b in zip(teacher0, trainer.teacher.parameters()))
