@@ -5,12 +5,15 @@ A `Branch2D` takes normalised 3-channel slices (N, 3, H, W) and returns class lo
 fine-tuning strategy ('lora' | 'decoder' | 'whole'); only those (plus any new layers) are
 saved in a checkpoint, so a frozen pretrained base is never duplicated on disk.
 """
-from typing import Dict
+from typing import Callable, Dict
 
 import torch
 from torch import nn
 
 FINETUNE_STRATEGIES = ("lora", "decoder", "whole")
+
+#: normalisation layers that keep running statistics (updated in train mode)
+_NORMS_WITH_STATS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 
 
 class Branch2D(nn.Module):
@@ -18,6 +21,9 @@ class Branch2D(nn.Module):
 
     #: short name, shown in logs (e.g. 'segformer', 'resunet')
     kind: str = "base"
+    #: keep normalisation layers whose parameters are all frozen in eval mode, so that a frozen
+    #: pretrained BatchNorm keeps its statistics (and the checkpoint stays complete without them)
+    freeze_frozen_norm_stats: bool = True
 
     def __init__(self, num_classes: int, finetune: str):
         super().__init__()
@@ -53,10 +59,32 @@ class Branch2D(nn.Module):
         self.load_state_dict(state, strict=False)
 
     def _is_trainable_buffer(self, key: str) -> bool:
-        """Buffers (BN running stats) belong to the checkpoint when their module has trainable params."""
+        """Buffers (BN running stats) belong to the checkpoint when their module has trainable params.
+
+        Norm layers without trainable params run in eval mode (see `train`), so their statistics
+        never change and need not be saved."""
         module_name, _, leaf = key.rpartition(".")
-        buffers = dict(self.named_buffers())
-        if key not in buffers:
+        try:
+            module = self.get_submodule(module_name) if module_name else self
+        except AttributeError:
             return False
-        module = self.get_submodule(module_name) if module_name else self
+        if module._buffers.get(leaf) is None:
+            return False
         return any(p.requires_grad for p in module.parameters(recurse=False))
+
+    def train(self, mode: bool = True) -> "Branch2D":
+        """`nn.Module.train`, except that fully frozen norm layers stay in eval mode (pretrained stats)."""
+        super().train(mode)
+        if mode and self.freeze_frozen_norm_stats:
+            for module in self.modules():
+                if (isinstance(module, _NORMS_WITH_STATS) and module.track_running_stats
+                        and not any(p.requires_grad for p in module.parameters(recurse=False))):
+                    module.eval()
+        return self
+
+    def _set_trainable(self, is_trainable: Callable[[str, nn.Parameter], bool]) -> None:
+        """Set `requires_grad` of every parameter from `is_trainable(name, param)`, then re-apply the
+        train/eval policy of frozen norm layers. Subclasses call this once, at the end of `__init__`."""
+        for name, param in self.named_parameters():
+            param.requires_grad_(bool(is_trainable(name, param)))
+        self.train(self.training)

@@ -1,0 +1,57 @@
+import pytest
+import torch
+from torch import nn
+
+from nnunetv2_mn.models2d.base import Branch2D
+
+
+class Toy(Branch2D):
+    kind = "toy"
+
+    def __init__(self, finetune="decoder"):
+        super().__init__(2, finetune)
+        self.encoder = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
+        self.decoder = nn.Sequential(nn.Conv2d(4, 2, 1), nn.BatchNorm2d(2))
+        self._set_trainable(lambda name, p: finetune == "whole" or name.startswith("decoder."))
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+
+def test_unknown_strategy_rejected():
+    with pytest.raises(ValueError, match="fine-tuning strategy"):
+        Toy("adapter")
+
+
+def test_frozen_norm_stays_in_eval_and_is_not_saved():
+    toy = Toy("decoder").train()
+    assert not toy.encoder[1].training and toy.decoder[1].training
+    before = toy.encoder[1].running_mean.clone()
+    toy(torch.randn(2, 3, 8, 8))
+    assert torch.equal(before, toy.encoder[1].running_mean)
+    assert set(toy.trainable_state_dict()) == {k for k in toy.state_dict() if k.startswith("decoder.")}
+    toy.eval()
+    assert not toy.decoder[1].training
+    whole = Toy("whole").train()
+    assert whole.encoder[1].training and set(whole.trainable_state_dict()) == set(whole.state_dict())
+
+
+def test_load_trainable_state_dict_is_strict():
+    a, b = Toy(), Toy()
+    state = a.trainable_state_dict()
+    b.load_trainable_state_dict(state)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in state.items())
+    state.pop("decoder.0.weight")
+    with pytest.raises(RuntimeError, match="missing"):
+        b.load_trainable_state_dict(state)
+    assert "toy (decoder)" in a.describe()
+
+
+def test_package_exports():
+    import nnunetv2_mn.models2d as m
+
+    assert m.MODEL_SOURCE_ENV == "nnUNet_MN_2d_model"
+    assert set(m.BRANCH_CLASSES) == {"segformer", "hf", "resunet", "effnet_lite0"}
+    assert m.ResUNetBranch.kind == "resunet" and m.branch_class("effnet_lite0").kind == "effnet_lite0"
+    with pytest.raises(AttributeError):
+        m.NoSuchThing
