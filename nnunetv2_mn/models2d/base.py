@@ -31,6 +31,9 @@ class Branch2D(nn.Module):
             raise ValueError(f"Unknown fine-tuning strategy {finetune!r}; choose one of {FINETUNE_STRATEGIES}.")
         self.num_classes = num_classes
         self.finetune = finetune
+        #: True when the frozen base came from pretrained weights that can be loaded again from their
+        #: source; False for a random init, whose frozen part a checkpoint must then store too
+        self.pretrained = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, K, H, W)
         raise NotImplementedError

@@ -54,6 +54,7 @@ class HFSegmentationBranch(Branch2D):
             self.model, self.loading_info = load_hf_pretrained(
                 AutoModelForSemanticSegmentation, source, local_files_only=local_files_only,
                 config=self._adapt_config(cfg, num_classes), ignore_mismatched_sizes=True)
+            self.pretrained = True
         self.encoder_prefix = "model." + self._encoder_attribute(self.model)
         self.lora_targets = []
         if finetune == "lora":

@@ -116,6 +116,7 @@ class ResUNetBranch(Branch2D):
         state = self.pretrained_encoder_state_dict()
         if state is not None:
             self.encoder.load_state_dict(state, strict=True)
+            self.pretrained = True
         self.decoder = UNetDecoder(self.encoder.feature_info.channels(), decoder_channels or self.decoder_channels,
                                    num_classes)
         self.lora_targets = []

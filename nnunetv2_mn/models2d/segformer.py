@@ -72,6 +72,7 @@ class SegFormerBranch(Branch2D):
             self.source = source or self.default_source
             model, self.loading_info = load_hf_pretrained(SegformerForSemanticSegmentation, self.source,
                                                           local_files_only=local_files_only, what="SegFormer")
+            self.pretrained = True
         model.decode_head.classifier = nn.Identity()
         self.model = model
         self.head = FeatureImageUpHead(model.config.decoder_hidden_size, num_classes, stride=4,

@@ -286,8 +286,12 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
 
     # ------------------------------------------------------------------ checkpoints
     def extra_checkpoint_state(self) -> dict:
+        branch = unwrap(self.branch2d)
+        # a randomly initialised frozen base cannot be rebuilt from anywhere: then store the whole model
+        full = not branch.pretrained
         return {**super().extra_checkpoint_state(),
-                "mn_branch2d": unwrap(self.branch2d).trainable_state_dict(),
+                "mn_branch2d": branch.state_dict() if full else branch.trainable_state_dict(),
+                "mn_branch2d_full": full,
                 "mn_branch2d_kind": self.branch2d_kind, "mn_branch2d_finetune": self.branch2d_finetune,
                 "mn_optimizer2d_state": self.optimizer_2d.state_dict(),
                 "mn_grad_scaler2d_state": self.grad_scaler_2d.state_dict() if self.grad_scaler_2d else None,
@@ -301,7 +305,10 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
         if saved != (self.branch2d_kind, self.branch2d_finetune):
             raise RuntimeError(f"Checkpoint 2D model {saved} differs from this trainer's "
                                f"{(self.branch2d_kind, self.branch2d_finetune)}.")
-        unwrap(self.branch2d).load_trainable_state_dict(checkpoint["mn_branch2d"])
+        if checkpoint.get("mn_branch2d_full", False):
+            unwrap(self.branch2d).load_state_dict(checkpoint["mn_branch2d"])
+        else:
+            unwrap(self.branch2d).load_trainable_state_dict(checkpoint["mn_branch2d"])
         self.optimizer_2d.load_state_dict(checkpoint["mn_optimizer2d_state"])
         if self.grad_scaler_2d is not None and checkpoint.get("mn_grad_scaler2d_state") is not None:
             self.grad_scaler_2d.load_state_dict(checkpoint["mn_grad_scaler2d_state"])

@@ -55,3 +55,16 @@ def test_package_exports():
     assert m.ResUNetBranch.kind == "resunet" and m.branch_class("effnet_lite0").kind == "effnet_lite0"
     with pytest.raises(AttributeError):
         m.NoSuchThing
+
+
+def test_pretrained_flag_tells_whether_the_frozen_base_can_be_rebuilt(tmp_path):
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+    from nnunetv2_mn.models2d import build_branch2d
+
+    cfg = SegformerConfig(depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 32, 64], num_attention_heads=[1, 1, 1, 2],
+                          decoder_hidden_size=32)
+    assert not build_branch2d("segformer", 3, "lora", config=cfg).pretrained
+    SegformerForSemanticSegmentation(cfg).save_pretrained(tmp_path / "m")
+    assert build_branch2d("segformer", 3, "lora", source=str(tmp_path / "m"), local_files_only=True).pretrained
+    assert build_branch2d("effnet_lite0", 3, "whole").pretrained
+    assert not build_branch2d("effnet_lite0", 3, "whole", source="random").pretrained

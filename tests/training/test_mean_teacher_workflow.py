@@ -21,9 +21,9 @@ def _output_folder(ws):
     return next(Path(ws["results"]).glob(f"Dataset{ws['dataset_id']}_*")) / f"{TRAINER}__nnUNetPlans__3d_fullres" / "fold_all"
 
 
-def _train_until_first_checkpoint_then_kill(ws):
+def _train_until_first_checkpoint_then_kill(ws, console):
     args = ["nnUNetv2_train", ws["dataset_id"], "3d_fullres", "all", "-tr", TRAINER, "-device", "cpu"]
-    proc = subprocess.Popen(args, env=ws["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, env=ws["env"], stdout=console.open("w"), stderr=subprocess.STDOUT)
     latest = None
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
@@ -34,13 +34,13 @@ def _train_until_first_checkpoint_then_kill(ws):
         time.sleep(0.2)
     proc.kill()
     proc.wait()
-    assert latest is not None, "training ended or timed out before writing checkpoint_latest.pth"
+    assert latest is not None, f"no checkpoint_latest.pth before the end:\n{console.read_text()[-3000:]}"
     return latest
 
 
 def test_meanteacher_train_kill_resume_predict(planned_synthetic, tmp_path, cli):
     ws = planned_synthetic
-    latest = _train_until_first_checkpoint_then_kill(ws)
+    latest = _train_until_first_checkpoint_then_kill(ws, tmp_path / "train_console.txt")
     ckpt = torch.load(latest, map_location="cpu", weights_only=False)
     killed_at = ckpt["current_epoch"]
     assert ckpt["trainer_name"] == TRAINER and "mt_teacher_weights" in ckpt and killed_at < 4

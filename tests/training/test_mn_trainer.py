@@ -72,9 +72,8 @@ def test_checkpoint_roundtrip_and_stock_predictor_weights(make_trainer, tmp_path
     path = str(tmp_path / "ckpt.pth")
     trainer.save_checkpoint(path)
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    # only trainable 2D weights are stored, never the frozen base
-    n_trainable = sum(1 for p in trainer.branch2d.parameters() if p.requires_grad)
-    assert 0 < len([k for k in ckpt["mn_branch2d"]]) and n_trainable > 0
+    # a random-init (config) base cannot be rebuilt elsewhere: the whole 2D model is stored
+    assert ckpt["mn_branch2d_full"] and set(ckpt["mn_branch2d"]) == set(trainer.branch2d.state_dict())
     # the stock predictor builds the plain 3D network and loads network_weights strictly
     net = nnUNetTrainer.build_network_architecture(
         trainer.plans_manager, trainer.configuration_manager, 1, trainer.label_manager.num_segmentation_heads,
@@ -120,3 +119,35 @@ def test_pretrained_2d_model_missing_offline_stops_before_training(make_trainer,
     from nnunetv2_mn.models2d import Pretrained2DModelNotFound
     with pytest.raises(Pretrained2DModelNotFound, match="save_pretrained|HF_HUB_OFFLINE"):
         trainer.initialize()
+
+
+def test_pretrained_base_is_not_stored_and_comes_back_from_its_source(make_trainer, tmp_path, monkeypatch):
+    """LoRA on a pretrained model (a tiny SegFormer saved with save_pretrained, loaded through the real
+    from_pretrained path): the checkpoint holds the trainable weights only, and a new trainer that loads the
+    base from the same source and the checkpoint on top reproduces the model exactly."""
+    from transformers import AutoConfig, SegformerForSemanticSegmentation
+    from nnunetv2_mn.training.variants.schedules import TINY_SEGFORMER
+
+    model_dir = tmp_path / "tiny_segformer"
+    SegformerForSemanticSegmentation(AutoConfig.for_model(**TINY_SEGFORMER)).save_pretrained(model_dir)
+    monkeypatch.setenv("nnUNet_MN_2d_model", str(model_dir))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    class Pretrained(nnUNetTrainerMN_debug):
+        branch2d_config = None
+
+    trainer = make_trainer(Pretrained)
+    trainer.initialize()
+    trainer.phase = "both"
+    data_l, target_l, _ = _batch(trainer, 2, 0)
+    trainer.semi_supervised_step(data_l, target_l, None)
+    path = str(tmp_path / "ckpt.pth")
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    trainable = {n for n, p in trainer.branch2d.named_parameters() if p.requires_grad}
+    assert not ckpt["mn_branch2d_full"] and trainable <= set(ckpt["mn_branch2d"])
+    assert len(ckpt["mn_branch2d"]) < len(trainer.branch2d.state_dict())
+    other = make_trainer(Pretrained)
+    other.load_checkpoint(path)
+    for (k, a), b in zip(trainer.branch2d.state_dict().items(), other.branch2d.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)

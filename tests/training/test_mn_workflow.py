@@ -19,10 +19,10 @@ def _output_folder(ws):
     return next(Path(ws["results"]).glob(f"Dataset{ws['dataset_id']}_*")) / f"{TRAINER}__nnUNetPlans__3d_fullres" / "fold_0"
 
 
-def _kill_when_stage2_checkpoint_exists(ws):
+def _kill_when_stage2_checkpoint_exists(ws, console):
     """Start training; kill it once checkpoint_latest holds a stage-2 epoch (the log shows 'Epoch 2')."""
     args = ["nnUNetv2_train", ws["dataset_id"], "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu"]
-    proc = subprocess.Popen(args, env=ws["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, env=ws["env"], stdout=console.open("w"), stderr=subprocess.STDOUT)
     deadline, killed = time.time() + 900, False
     while time.time() < deadline and proc.poll() is None:
         logs = list(_output_folder(ws).glob("training_log_*.txt")) if any(Path(ws["results"]).iterdir()) else []
@@ -33,12 +33,12 @@ def _kill_when_stage2_checkpoint_exists(ws):
         time.sleep(0.2)
     proc.kill()
     proc.wait()
-    assert killed, "training ended or timed out before reaching epoch 2"
+    assert killed, f"training ended or timed out before reaching epoch 2:\n{console.read_text()[-3000:]}"
 
 
 def test_mn_both_stages_kill_resume_predict(planned_synthetic, tmp_path, cli):
     ws = planned_synthetic
-    _kill_when_stage2_checkpoint_exists(ws)
+    _kill_when_stage2_checkpoint_exists(ws, tmp_path / "train_console.txt")
     out = _output_folder(ws)
     ckpt = torch.load(out / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
     assert ckpt["current_epoch"] == 2 and ckpt["mn_phase"] == "3d" and ckpt["mn_branch2d"]
