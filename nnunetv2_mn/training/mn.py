@@ -71,6 +71,12 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
     first_student: str = "3d"  # the paper's odd (first) stage-2 epochs train the 3D model
     co_training: bool = True
     sampling = "lrg"
+    # ---- unlabelled crops centred on the 3D model's pseudo-foreground (Sec. 3.1: 50 %, masks refreshed 5 times;
+    #      0 = uniform crops). Hard pseudo-masks are predicted at the start of stage 2 and then every
+    #      `pseudo_mask_refresh_fraction` of the epochs; `pseudo_mask_locations_per_class` voxels kept per class.
+    unlabeled_foreground_bias: float = 0.0
+    pseudo_mask_refresh_fraction: float = 0.125
+    pseudo_mask_locations_per_class: int = 1000
     # ---- losses (Eq. 1, 4): the labelled loss is nnU-Net's Dice + CE with weights 1/1
     weight_kl: float = 1.0
     weight_dice_unlabeled: float = 1.0
@@ -103,6 +109,7 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
         self.branch2d = self.optimizer_2d = self.lr_scheduler_2d = None
         self.grad_scaler_2d = copy.deepcopy(self.grad_scaler)  # a second, independent AMP scaler (None on CPU)
         self.phase = "both"
+        self.pseudo_class_locations = None  # identifier -> {class: (n, 4) int16 voxel locations}
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -174,6 +181,8 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
 
     def on_train_epoch_start(self):
         self.phase = mn_phase(self.current_epoch, self.unlabeled_start_epoch, self.first_student, self.co_training)
+        if self.pseudo_mask_refresh_due():
+            self.use_pseudo_class_locations(self.compute_pseudo_class_locations())
         self.lr_scheduler_2d.step(self.current_epoch)
         super().on_train_epoch_start()
         self.network.train(self.phase in ("both", "3d"))
@@ -184,6 +193,53 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
             self.logger.log(key, value, self.current_epoch)
         who = {"both": "3D and 2D, labelled data only", "3d": "3D (teacher: 2D)", "2d": "2D (teacher: 3D)"}
         self.print_to_log_file(f"M&N stage {stage}, student: {who[self.phase]}")
+
+    # ------------------------------------------------------------------ pseudo-foreground crops (Sec. 3.1)
+    def pseudo_mask_refresh_due(self) -> bool:
+        if self.unlabeled_foreground_bias <= 0 or self.current_epoch < self.unlabeled_start_epoch:
+            return False
+        every = max(1, int(round(self.pseudo_mask_refresh_fraction * self.num_epochs)))
+        return self.pseudo_class_locations is None or (self.current_epoch - self.unlabeled_start_epoch) % every == 0
+
+    @torch.no_grad()
+    def compute_pseudo_class_locations(self) -> dict:
+        """Hard pseudo-masks of every unlabelled case from the 3D model (nnU-Net's sliding window on the
+        preprocessed volume, no mirroring) -> foreground locations per class, as nnU-Net samples them."""
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+        from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+
+        predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                    perform_everything_on_device=self.device.type == "cuda", device=self.device,
+                                    verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+        self.set_deep_supervision_enabled(False)
+        self.network.eval()
+        predictor.manual_initialization(self.network, self.plans_manager, self.configuration_manager, None,
+                                        self.dataset_json, self.__class__.__name__,
+                                        self.inference_allowed_mirroring_axes)
+        dataset = self._unlabeled_dataset(self.unlabeled_ids)
+        locations = {}
+        for identifier in self.unlabeled_ids:
+            data = torch.from_numpy(np.asarray(dataset.load_case(identifier)[0]))
+            seg = predictor.predict_sliding_window_return_logits(data).argmax(0, keepdim=True).cpu().numpy()
+            locs = DefaultPreprocessor._sample_foreground_locations(
+                seg, self.label_manager.foreground_labels, seed=self.current_epoch,
+                min_num_samples=self.pseudo_mask_locations_per_class, min_percent_coverage=0.0)
+            locations[identifier] = {c: np.asarray(v, dtype=np.int16) for c, v in locs.items()}
+        self.set_deep_supervision_enabled(self.enable_deep_supervision)
+        n_fg = sum(any(len(v) for v in loc.values()) for loc in locations.values())
+        self.print_to_log_file(f"Pseudo-masks of the 3D model: foreground in {n_fg} of {len(locations)} unlabelled "
+                               f"cases; {self.unlabeled_foreground_bias:.0%} of unlabelled crops centred on it")
+        return locations
+
+    def use_pseudo_class_locations(self, locations: dict) -> None:
+        self.pseudo_class_locations = locations
+        self.replace_unlabeled_dataloader(self.get_unlabeled_dataloader(
+            self.unlabeled_ids, locations, oversample_foreground_percent=self.unlabeled_foreground_bias))
+
+    def on_train_start(self):
+        super().on_train_start()
+        if self.pseudo_class_locations is not None:  # restored from a checkpoint (--c)
+            self.use_pseudo_class_locations(self.pseudo_class_locations)
 
     def on_validation_epoch_start(self):
         super().on_validation_epoch_start()
@@ -295,7 +351,7 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
                 "mn_branch2d_kind": self.branch2d_kind, "mn_branch2d_finetune": self.branch2d_finetune,
                 "mn_optimizer2d_state": self.optimizer_2d.state_dict(),
                 "mn_grad_scaler2d_state": self.grad_scaler_2d.state_dict() if self.grad_scaler_2d else None,
-                "mn_phase": self.phase}
+                "mn_phase": self.phase, "mn_pseudo_class_locations": self.pseudo_class_locations}
 
     def load_extra_checkpoint_state(self, checkpoint: dict) -> None:
         super().load_extra_checkpoint_state(checkpoint)
@@ -313,3 +369,4 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
         if self.grad_scaler_2d is not None and checkpoint.get("mn_grad_scaler2d_state") is not None:
             self.grad_scaler_2d.load_state_dict(checkpoint["mn_grad_scaler2d_state"])
         self.phase = checkpoint.get("mn_phase", self.phase)
+        self.pseudo_class_locations = checkpoint.get("mn_pseudo_class_locations")

@@ -85,8 +85,9 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
                 f"    nnUNetv2_mn_preprocess_unlabeled -d {self.plans_manager.dataset_name} "
                 f"-c {self.configuration_name} -p {self.plans_manager.plans_name}")
 
-    def _unlabeled_dataset(self, identifiers):
-        return UnlabeledDataset(self.unlabeled_folder, identifiers, infer_dataset_class(self.preprocessed_dataset_folder))
+    def _unlabeled_dataset(self, identifiers, class_locations=None):
+        return UnlabeledDataset(self.unlabeled_folder, identifiers, infer_dataset_class(self.preprocessed_dataset_folder),
+                                class_locations)
 
     def check_unlabeled_data(self) -> List[str]:
         """Fail before training when the unlabelled cases are missing or do not match the plans."""
@@ -125,11 +126,15 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
             regions=self.label_manager.foreground_regions if self.label_manager.has_regions else None,
             ignore_label=self.label_manager.ignore_label)
 
-    def get_unlabeled_dataloader(self, identifiers: List[str]):
+    def get_unlabeled_dataloader(self, identifiers: List[str], class_locations: Optional[dict] = None,
+                                 oversample_foreground_percent: float = 0.0):
+        """Loader over the unlabelled cases; with `class_locations` (pseudo-mask foreground per case) a share
+        `oversample_foreground_percent` of the crops is centred on pseudo-foreground."""
         _, _, initial_patch_size, _ = self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        dl = UnlabeledDataLoader(self._unlabeled_dataset(identifiers), self.batch_size,
+        dl = UnlabeledDataLoader(self._unlabeled_dataset(identifiers, class_locations), self.batch_size,
                                  initial_patch_size, self.configuration_manager.patch_size, self.label_manager,
-                                 transforms=self._unlabeled_transforms())
+                                 transforms=self._unlabeled_transforms(),
+                                 oversample_foreground_percent=oversample_foreground_percent)
         n_proc = get_allowed_n_proc_DA()
         if n_proc == 0:
             return SingleThreadedAugmenter(dl, None)
@@ -154,6 +159,7 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
         dl_train, dl_val = super().get_dataloaders()
         self.num_labeled_cases = len(self.do_split()[0])
         self.num_unlabeled_cases = len(unlabeled_ids)
+        self.unlabeled_ids = unlabeled_ids
         self.dataloader_unlabeled = self.get_unlabeled_dataloader(unlabeled_ids)
         self.print_to_log_file(f"Semi-supervised training: {self.num_labeled_cases} labelled training cases, "
                                f"{self.num_unlabeled_cases} unlabelled cases from {self.unlabeled_folder}; "
@@ -161,11 +167,16 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
                                f"{self.unlabeled_start_epoch}.")
         return dl_train, dl_val
 
-    def on_train_end(self):
-        super().on_train_end()
+    def replace_unlabeled_dataloader(self, new_loader) -> None:
+        """Swap the unlabelled loader (its worker processes hold their own copy of the dataset)."""
         finish = getattr(self.dataloader_unlabeled, "_finish", None)
         if finish is not None:
             finish()
+        self.dataloader_unlabeled = new_loader
+
+    def on_train_end(self):
+        super().on_train_end()
+        self.replace_unlabeled_dataloader(None)
 
     # ------------------------------------------------------------------ batch composition
     @property

@@ -151,3 +151,36 @@ def test_pretrained_base_is_not_stored_and_comes_back_from_its_source(make_train
     other.load_checkpoint(path)
     for (k, a), b in zip(trainer.branch2d.state_dict().items(), other.branch2d.state_dict().values()):
         torch.testing.assert_close(a, b, msg=k)
+
+
+def test_pseudo_foreground_crops_of_unlabelled_cases(make_trainer, planned_synthetic):
+    """Sec. 3.1: hard pseudo-masks of the 3D model give foreground locations; the unlabelled loader then
+    centres the requested share of its crops on them (probabilistically, since only b_u samples are used)."""
+    class Biased(nnUNetTrainerMN_debug):
+        unlabeled_foreground_bias = 1.0
+
+    trainer = make_trainer(Biased)
+    trainer.initialize()
+    trainer.unlabeled_ids = trainer.check_unlabeled_data()
+    trainer.current_epoch = trainer.unlabeled_start_epoch
+    assert trainer.pseudo_mask_refresh_due()
+    locations = trainer.compute_pseudo_class_locations()
+    assert set(locations) == set(trainer.unlabeled_ids)
+    for per_class in locations.values():
+        assert set(per_class) == {1, 2}
+        for arr in per_class.values():
+            assert arr.dtype == np.int16 and (arr.size == 0 or arr.shape[1] == 4)
+    trainer.use_pseudo_class_locations(locations)
+    loader = trainer.dataloader_unlabeled.data_loader
+    case = trainer.unlabeled_ids[0]
+    assert loader._data.load_case(case)[3]["class_locations"] is locations[case]
+    assert all(loader.get_do_oversample(j) for j in range(4))
+    trainer.current_epoch += 1
+    assert not trainer.pseudo_mask_refresh_due()  # refreshed every pseudo_mask_refresh_fraction of the epochs
+    plain = make_trainer(nnUNetTrainerMN_debug)
+    plain.initialize()
+    plain.current_epoch = plain.unlabeled_start_epoch
+    assert not plain.pseudo_mask_refresh_due()  # off by default
+    plain_loader = plain.get_unlabeled_dataloader(trainer.unlabeled_ids).data_loader
+    assert plain_loader._data.load_case(case)[3]["class_locations"] == {}
+    assert not any(plain_loader.get_do_oversample(j) for j in range(4))

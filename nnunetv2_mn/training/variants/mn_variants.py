@@ -52,3 +52,8 @@ class nnUNetTrainerMN_EffNetLite0(nnUNetTrainerMN):
 class nnUNetTrainerMN_EffNetLite0Scratch(nnUNetTrainerMN_EffNetLite0):
     """Same model, random init: does natural-image pretraining help (the paper's *SegFormer vs **SegFormer)?"""
     branch2d_source = "random"
+
+
+# ---- Sec. 3.1: half of the unlabelled crops centred on the 3D model's pseudo-foreground
+class nnUNetTrainerMN_PseudoFgCrops(nnUNetTrainerMN):
+    unlabeled_foreground_bias = 0.5
