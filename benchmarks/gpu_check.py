@@ -34,6 +34,10 @@ def run(cls, dataset, epochs_first, epochs_total):
     for k in ("loss_u_3d", "loss_u_2d", "agreement", "dice_2d", "stage"):
         if k in log:
             out[k] = [float(v) for v in log[k]]
+    locations = getattr(resumed, "pseudo_class_locations", None)
+    if locations is not None:
+        out["pseudo_mask_cases_with_foreground"] = sum(any(len(v) for v in c.values()) for c in locations.values())
+        out["pseudo_mask_cases"] = len(locations)
     return out
 
 
@@ -57,9 +61,14 @@ def main():
     class MTGpuCheck(nnUNetTrainerMeanTeacher):
         schedule_overrides = schedule
 
+    class MNPseudoFgGpuCheck(MNGpuCheck):
+        unlabeled_foreground_bias = 0.5
+        pseudo_mask_refresh_fraction = 2 / 6
+
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                "nnUNetTrainerMN (SegFormer-B2 arch, LoRA)": run(MNGpuCheck, a.d, 3, 6),
-               "nnUNetTrainerMeanTeacher": run(MTGpuCheck, a.d, 3, 6)}
+               "nnUNetTrainerMeanTeacher": run(MTGpuCheck, a.d, 3, 6),
+               "nnUNetTrainerMN, pseudo-foreground crops (bias 0.5)": run(MNPseudoFgGpuCheck, a.d, 3, 6)}
     with open(a.out, "w") as f:
         json.dump(results, f, indent=2)
     print(json.dumps(results, indent=2))

@@ -77,12 +77,16 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--finetune", default="lora")
+    p.add_argument("--model", default="segformer-b2", choices=["segformer-b2", "effnet_lite0"],
+                   help="2D model: SegFormer-B2's architecture (random weights) or the offline EfficientNet-Lite0 U-Net")
     p.add_argument("--out", required=True)
     a = p.parse_args()
     device = torch.device(a.device)
 
     class MNCost(nnUNetTrainerMN):
-        branch2d_config = SEGFORMER_B2
+        branch2d_kind = "segformer" if a.model == "segformer-b2" else "effnet_lite0"
+        branch2d_source = None
+        branch2d_config = SEGFORMER_B2 if a.model == "segformer-b2" else None
         branch2d_finetune = a.finetune
 
     base = load_trainer(nnUNetTrainer, a.d, a.c, device)
@@ -92,8 +96,7 @@ def main():
     b_u = B // 2
     res = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
            "torch": torch.__version__, "patch_size": list(base.configuration_manager.patch_size), "batch_size": B,
-           "b_u": b_u, "amp": device.type == "cuda", "compile_3d": base._do_i_compile(), "2d_model": "SegFormer-B2 "
-           f"architecture ({a.finetune})", "trainable_2d": mn.branch2d.describe(), "steps": a.steps}
+           "b_u": b_u, "amp": device.type == "cuda", "compile_3d": base._do_i_compile(), "2d_model": f"{a.model} ({a.finetune})", "trainable_2d": mn.branch2d.describe(), "steps": a.steps}
     res["nnunet"] = timed(lambda: base.train_step({"data": x, "target": target}), a.steps, a.warmup, device)
     del base
     mn.phase = "both"

@@ -55,7 +55,8 @@ def planned_synthetic(tmp_path_factory, cli):
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         (base / name).mkdir()
         env[name] = str(base / name)
-    env.update({"nnUNet_n_proc_DA": "0", "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"})
+    # 2 cores: no augmentation workers, and 2 (not 8) spawned export workers in nnU-Net's final validation
+    env.update({"nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "2", "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"})
     cli(["nnUNetv2_mn_synthetic", "-d", str(SYNTHETIC_ID), "--num_labeled", "5", "--num_unlabeled", "4",
              "--num_test", "2", "--shape", "16", "32", "32"], env)
     # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which rejects 0
