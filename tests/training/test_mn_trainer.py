@@ -158,6 +158,7 @@ def test_pseudo_foreground_crops_of_unlabelled_cases(make_trainer, planned_synth
     centres the requested share of its crops on them (probabilistically, since only b_u samples are used)."""
     class Biased(nnUNetTrainerMN_debug):
         unlabeled_foreground_bias = 1.0
+        pseudo_mask_refresh_fraction = 0.5  # every 2 of the 4 epochs
 
     trainer = make_trainer(Biased)
     trainer.initialize()
@@ -177,6 +178,8 @@ def test_pseudo_foreground_crops_of_unlabelled_cases(make_trainer, planned_synth
     assert all(loader.get_do_oversample(j) for j in range(4))
     trainer.current_epoch += 1
     assert not trainer.pseudo_mask_refresh_due()  # refreshed every pseudo_mask_refresh_fraction of the epochs
+    trainer.current_epoch += 1
+    assert trainer.pseudo_mask_refresh_due()
     plain = make_trainer(nnUNetTrainerMN_debug)
     plain.initialize()
     plain.current_epoch = plain.unlabeled_start_epoch

@@ -34,6 +34,6 @@ class nnUNetTrainerMN_debug(nnUNetTrainerMN):
 
 class nnUNetTrainerMN_EffNetLite0_demo(nnUNetTrainerMN_EffNetLite0):
     """The demo's trainer: offline ImageNet-pretrained 2D model, a schedule that fits a few CPU minutes."""
-    schedule_overrides = {"num_epochs": 12, "num_iterations_per_epoch": 6, "num_val_iterations_per_epoch": 2,
-                          "save_every": 4}
+    schedule_overrides = {"num_epochs": 10, "num_iterations_per_epoch": 12, "num_val_iterations_per_epoch": 2,
+                          "save_every": 5}
     stage1_fraction = 0.25
