@@ -26,15 +26,11 @@ from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import dummy_context
 
-from nnunetv2_mn.data.unlabeled import MANIFEST, plans_fingerprint
+from nnunetv2_mn.data.unlabeled import MANIFEST, UnlabeledDataError, plans_fingerprint
 from nnunetv2_mn.paths import UNLABELED_RAW_FOLDER, unlabeled_preprocessed_dir
 from nnunetv2_mn.training.dataloading import UnlabeledDataLoader, UnlabeledDataset
 from nnunetv2_mn.training.logging import install_logger
 from nnunetv2_mn.training.sampling import ScheduleState, build_sampling_rule
-
-
-class UnlabeledDataError(RuntimeError):
-    """Unlabelled data missing or inconsistent with the plans; the message says what to run."""
 
 
 def unwrap(network: torch.nn.Module) -> torch.nn.Module:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
-from nnunetv2_mn.training.semisupervised import UnlabeledDataError
+from nnunetv2_mn.data.unlabeled import UnlabeledDataError
 from nnunetv2_mn.training.variants import nnUNetTrainerMeanTeacher_debug
 
 UNLABELED = "nnUNetPlans_3d_fullres_unlabeled"
