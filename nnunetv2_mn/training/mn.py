@@ -134,7 +134,8 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
         branch = build_branch2d(self.branch2d_kind, num_classes=self.label_manager.num_segmentation_heads,
                                 finetune=self.branch2d_finetune, source=source, config=config,
                                 **self.branch2d_kwargs)
-        self.print_to_log_file(f"M&N 2D model: {branch.describe()}; weights from {source} ({origin}); slices along "
+        where = f"weights from {source} ({origin})" if source is not None else f"chosen by {origin}"
+        self.print_to_log_file(f"M&N 2D model: {branch.describe()}; {where}; slices along "
                                f"axis {self.slice_axis} of the patch {self.configuration_manager.patch_size}")
         return branch
 
