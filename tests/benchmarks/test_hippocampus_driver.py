@@ -1,0 +1,278 @@
+"""benchmarks/hippocampus.py: schedule arithmetic, generated trainer module, report writer, and (slow) a --tiny
+run of the real pipeline on the Hippocampus data."""
+import importlib.util
+import inspect
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DRIVER = REPO / "benchmarks" / "hippocampus.py"
+
+
+def _load_driver():
+    spec = importlib.util.spec_from_file_location("bench_hippocampus_driver", DRIVER)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+hb = _load_driver()
+
+
+# ------------------------------------------------------------------------------------------------ schedules
+def test_default_rows_cover_the_issues():
+    cpu = hb.default_rows(hb.SCHEDULES["cpu"])
+    for row in ("baseline", "mn", "mn_whole", "mn_uniform", "mn_nocotrain", "mean_teacher", "ceiling",
+                "mn_effnetlite0", "mn_effnetlite0_scratch", "mn_resunet", "baseline_4lab", "mn_4lab"):
+        assert row in cpu
+    assert set(cpu) <= set(hb.default_rows(hb.SCHEDULES["gpu"]))
+    assert hb.default_rows(hb.SCHEDULES["tiny"]) == ["baseline", "mn"]
+    assert hb.ROW_BY_NAME["ceiling"].data == "full" and hb.DATASETS["full"].num_labeled == 160
+    # every data set: same seed and test size, so the same test cases (the tool guarantees it for equal seeds)
+    assert len({(d.seed, d.num_test) for d in hb.DATASETS.values()}) == 1
+    assert {d.num_labeled for d in hb.DATASETS.values()} == {4, 8, 160}
+    assert hb.DATASETS["main"].num_unlabeled == 152 and hb.TINY_DATASETS["main"].num_unlabeled == 10
+
+
+def test_mn_phases_match_the_trainer():
+    from nnunetv2_mn.training.mn import mn_phase
+
+    for epochs, fraction, co in ((8, 0.125, True), (8, 0.125, False), (100, 0.125, True), (1, 0.125, True),
+                                 (12, 0.25, True)):
+        start = int(round(fraction * epochs))
+        assert hb.mn_phases(epochs, fraction, co) == [mn_phase(e, start, "3d", co) for e in range(epochs)]
+
+
+def test_cpu_schedule_arithmetic():
+    s = hb.SCHEDULES["cpu"]
+    c = hb.CPU_COST
+    assert (s.num_epochs, s.iterations, s.val_iterations, s.tta) == (8, 6, 1, False)
+    # nnU-Net baseline: start-up + steps + validation + per-epoch overhead; prediction of 40 cases; evaluation
+    base = hb.estimate_row({"family": "nnunet"}, s, 40)
+    assert base["train"] == pytest.approx(c["train_start"] + 48 * c["3d_train"] + 8 * c["3d_forward"] + 8 * c["epoch"])
+    assert base["predict"] == pytest.approx(c["predict_start"] + 40 * c["predict_case"])
+    assert base["total"] == pytest.approx(base["train"] + base["predict"] + c["evaluate"])
+    # M&N: 1 stage-1 epoch (both models learn), then 3D / 2D students alternating
+    attrs = hb.resolved_attributes("nnUNetTrainerMN", s)
+    assert attrs["branch2d_kind"] == "effnet_lite0" and attrs["branch2d_finetune"] == "lora"
+    assert hb.mn_phases(8, attrs["stage1_fraction"], True) == ["both"] + ["3d", "2d"] * 3 + ["3d"]
+    t2, f2 = c["2d_train"]["effnet_lite0/lora"], c["2d_forward"]["effnet_lite0/lora"]
+    steps = 6 * ((c["3d_train"] + t2) + 4 * (c["3d_train"] + f2 / 2) + 3 * (c["3d_forward"] / 2 + t2))
+    mn = hb.estimate_row(attrs, s, 40, 152)
+    assert mn["train"] == pytest.approx(c["train_start"] + steps + 8 * (c["3d_forward"] + f2) + 8 * c["epoch"])
+    # fixed pseudo-masks (no co-training) never train the 2D model after stage 1
+    noco = hb.estimate_row(hb.resolved_attributes("nnUNetTrainerMN_NoCoTrain", s), s, 40, 152)
+    assert noco["train"] == pytest.approx(mn["train"] - 6 * 3 * (c["3d_forward"] / 2 + t2)
+                                          + 6 * 3 * (c["3d_train"] + f2 / 2))
+    # pseudo-foreground crops add one sliding window per unlabelled case and refresh
+    biased = dict(attrs, unlabeled_foreground_bias=0.5, pseudo_mask_refresh_fraction=0.125)
+    refreshes = hb.pseudo_mask_refreshes(8, 0.125, 0.125)
+    assert refreshes == 7
+    assert hb.estimate_row(biased, s, 40, 152)["train"] == pytest.approx(mn["train"] + 7 * 152 * c["pseudo_mask_case"])
+    # mirroring multiplies the prediction
+    assert hb.estimate_row({"family": "nnunet"}, hb.SCHEDULES["gpu"], 40)["predict"] > 0
+
+
+def test_cpu_table_fits_well_under_two_hours_and_readme_says_so():
+    s = hb.SCHEDULES["cpu"]
+    planned = hb.plan_rows(hb.default_rows(s), s, hb.DATASETS)
+    text = hb.schedule_text(s, planned, hb.DATASETS)
+    total = float(text.splitlines()[-1].split()[-1])
+    assert 40 < total < 90, text
+    readme = (REPO / "benchmarks" / "README.md").read_text()
+    assert f"{total:.0f} min" in readme, f"README's CPU total is stale: the model says {total:.1f} min"
+    # the GPU schedule is longer in every respect
+    g = hb.SCHEDULES["gpu"]
+    assert g.total_iterations > 100 * s.total_iterations and g.tta and g.model2d == "trainer"
+
+
+def test_identical_settings_run_once():
+    cpu = hb.plan_rows(["mn", "mn_whole", "mn_effnetlite0", "mn_effnetlite0_scratch"], hb.SCHEDULES["cpu"],
+                       hb.DATASETS)
+    assert {p.row.name: p.same_as for p in cpu} == {"mn": None, "mn_whole": None, "mn_effnetlite0": "mn_whole",
+                                                     "mn_effnetlite0_scratch": None}
+    gpu = hb.plan_rows(["mn_whole", "mn_effnetlite0"], hb.SCHEDULES["gpu"], hb.DATASETS)
+    assert [p.same_as for p in gpu] == [None, None]  # SegFormer whole vs EfficientNet-Lite0 whole
+    assert "SegFormer" in hb.describe_2d(gpu[0].attrs) and "ImageNet" in hb.describe_2d(gpu[1].attrs)
+
+
+def test_custom_schedule_gets_its_own_trainer_names():
+    args = hb.parse_args(["--epochs", "20", "--iterations", "10"])
+    s = hb.schedule_from_args(args)
+    assert s.name != "cpu" and "__" not in s.suffix and (s.num_epochs, s.iterations) == (20, 10)
+    assert hb.schedule_from_args(hb.parse_args(["--device", "cuda"])).name == "cpu"  # device only: same runs
+    assert hb.schedule_from_args(hb.parse_args(["--tiny"])).name == "tiny"
+    with pytest.raises(SystemExit):
+        hb.parse_args(["--rows", "no_such_row"])
+
+
+# ------------------------------------------------------------------------------------------------ trainer module
+def test_trainer_module_found_by_nnunet_lookup(tmp_path, monkeypatch):
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    from nnunetv2_mn.training.variants import nnUNetTrainerMN, nnUNetTrainerMN_EffNetLite0Scratch
+
+    s = hb.SCHEDULES["cpu"]
+    folder = tmp_path / "bench_trainers"
+    path = hb.write_trainer_module(folder, sorted({r.trainer for r in hb.ROWS}), s)
+    compile(path.read_text(), str(path), "exec")
+    ext = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p] + [str(folder)]
+    monkeypatch.setenv("nnUNet_extTrainer", os.pathsep.join(ext))
+
+    mn = recursive_find_trainer_class_by_name("nnUNetTrainerMN_benchcpu")
+    assert issubclass(mn, nnUNetTrainerMN) and mn.__name__ == "nnUNetTrainerMN_benchcpu"
+    assert mn.schedule_overrides == s.overrides() == {"num_epochs": 8, "num_iterations_per_epoch": 6,
+                                                      "num_val_iterations_per_epoch": 1, "save_every": 4}
+    assert (mn.branch2d_kind, mn.branch2d_source, mn.branch2d_finetune) == ("effnet_lite0", None, "lora")
+    scratch = recursive_find_trainer_class_by_name("nnUNetTrainerMN_EffNetLite0Scratch_benchcpu")
+    assert issubclass(scratch, nnUNetTrainerMN_EffNetLite0Scratch) and scratch.branch2d_source == "random"
+    base = recursive_find_trainer_class_by_name("nnUNetTrainer_benchcpu")
+    assert issubclass(base, nnUNetTrainer) and base.schedule_overrides["num_epochs"] == 8
+    # nnU-Net records its init arguments by the parameter names of type(self).__init__
+    assert list(inspect.signature(base.__init__).parameters) == list(inspect.signature(nnUNetTrainer.__init__).parameters)
+    for name in ("nnUNetTrainerMN_ResUNet_benchcpu", "nnUNetTrainerMeanTeacher_benchcpu", "nnUNetTrainerMN_Whole_benchcpu"):
+        assert recursive_find_trainer_class_by_name(name).__name__ == name
+    # unchanged module is not rewritten (its mtime stays)
+    mtime = path.stat().st_mtime_ns
+    hb.write_trainer_module(folder, sorted({r.trainer for r in hb.ROWS}), s)
+    assert path.stat().st_mtime_ns == mtime
+
+
+def test_gpu_module_keeps_each_trainers_2d_model():
+    src = hb.trainer_module_source(["nnUNetTrainerMN", "nnUNetTrainerMN_Whole"], hb.SCHEDULES["gpu"])
+    assert "class nnUNetTrainerMN_benchgpu(_BenchSchedule, nnUNetTrainerMN):\n    pass" in src
+    assert "effnet_lite0" not in src.split('"""', 2)[2]
+    with pytest.raises(ValueError):
+        hb.bench_trainer_name("Bad__Name", hb.SCHEDULES["cpu"])
+
+
+def test_dry_run_prints_commands_and_writes_nothing(tmp_path, capsys):
+    work = tmp_path / "w"
+    assert hb.main(["--dry-run", "--workdir", str(work), "--out", str(tmp_path / "r.md")]) == 0
+    out = capsys.readouterr().out
+    assert not work.exists() and not (tmp_path / "r.md").exists()
+    assert "nnUNetv2_mn_make_semisupervised -d" in out and "--num_labeled 160 --num_test 40 --seed 0" in out
+    assert "nnUNetv2_plan_and_preprocess -d 508 -c 3d_fullres -npfp 2 -np 2" in out
+    assert "nnUNetv2_mn_preprocess_unlabeled -d 504" in out
+    assert "nnUNetv2_mn_preprocess_unlabeled -d 560" not in out  # the ceiling has no unlabelled cases
+    assert "nnUNetv2_train 508 3d_fullres all -tr nnUNetTrainerMN_benchcpu -device cpu" in out
+    assert "--disable_tta" in out and "-f all" in out
+    assert "nnUNetTrainerMN_EffNetLite0_benchcpu -device" not in out  # same run as mn_whole
+
+
+# ------------------------------------------------------------------------------------------------ report
+def _summary(dice1, dice2, hd_nan_case=None, units="mm"):
+    cases = []
+    for i, (d1, d2) in enumerate(zip(dice1, dice2)):
+        metrics = {}
+        for key, d in (("1", d1), ("2", d2)):
+            hd = float("nan") if (hd_nan_case == i and key == "2") else 2.0 + i
+            metrics[key] = {"Dice": d, "Jaccard": d / (2 - d), "HD95": hd, "ASD": 0.5 * (i + 1), "n_pred": 10,
+                            "n_ref": 10, "empty": "prediction" if hd != hd else "none"}
+        cases.append({"prediction_file": f"/w/pred/hippocampus_{i:03d}.nii.gz",
+                      "reference_file": f"/w/ref/hippocampus_{i:03d}.nii.gz", "spacing": [1.0, 1.0, 1.0],
+                      "metrics": metrics})
+    fg = {"Dice": (sum(dice1) / len(dice1) + sum(dice2) / len(dice2)) / 2}
+    return {"metric_per_case": cases, "labels": {"1": "Anterior", "2": "Posterior"}, "foreground_mean": fg,
+            "settings": {"units": units, "n_cases": len(cases)}}
+
+
+def _record(row, dice1, dice2, minutes, **kw):
+    rec = {"row": row, "what": hb.ROW_BY_NAME[row].what, "trainer": hb.ROW_BY_NAME[row].trainer,
+           "bench_trainer": hb.ROW_BY_NAME[row].trainer + "_benchcpu", "dataset": "Dataset508_Hippocampus_8lab",
+           "num_labeled": 8, "num_test": len(dice1), "model2d": "-", "attributes": {"family": "nnunet"},
+           "status": "ok", "same_as": None, "wall_s": {"train": 60 * minutes - 30, "predict": 20, "evaluate": 10,
+                                                        "total": 60 * minutes},
+           "estimate_s": {"total": 60 * minutes + 6}, "train_log": {"mean_epoch_s": 12.5},
+           "commands": {"train": f"nnUNetv2_train 508 3d_fullres all -tr {row}_x -device cpu"},
+           "summary_mm": _summary(dice1, dice2, kw.pop("hd_nan_case", None)),
+           "summary_voxel": _summary(dice1, dice2, units="voxel")}
+    rec.update(kw)
+    return rec
+
+
+def test_report_from_fabricated_summaries(tmp_path):
+    records = [_record("baseline", [0.8, 0.6], [0.7, 0.5], 5.0, hd_nan_case=1),
+               _record("mn", [0.9, 0.7], [0.8, 0.6], 7.0, model2d="EffNet-Lite0 U-Net, lora",
+                       attributes={"family": "mn", "branch2d_kind": "effnet_lite0", "branch2d_finetune": "lora",
+                                   "sampling": "lrg", "co_training": True}),
+               _record("mn_effnetlite0", [0.9, 0.7], [0.8, 0.6], 7.0, same_as="mn_whole"),
+               {**_record("mn_resunet", [0.1], [0.1], 1.0), "status": "failed", "error": "boom\nmore"}]
+    prep = {"Dataset508_Hippocampus_8lab": {"wall_s": {"make": 30.0, "plan": 60.0, "unlabeled": 30.0},
+                                            "split": {"num_labeled": 8, "num_unlabeled": 152, "num_test": 40,
+                                                      "test": ["a", "b"], "command": "nnUNetv2_mn_make_semisupervised "
+                                                      "-d /src -o 508 --num_labeled 8 --num_test 40"},
+                                            "plans": {"patch_size": [40, 48, 40], "batch_size": 2}}}
+    meta = {"machine": {"cpu": "Test CPU", "cpu_count": 2, "torch": "2.x", "device": "cpu"},
+            "command": "python benchmarks/hippocampus.py --workdir /work/x", "started": "t0", "finished": "t1"}
+    files = hb.write_report(tmp_path / "bench.md", records, prep, meta, hb.SCHEDULES["cpu"], Path("/work/x"))
+    md = files["md"].read_text()
+    # overview row: per-case mean over labels, mean ± std (ddof 0) over cases
+    assert "| baseline | 8 | `nnUNetTrainer` | - | 0.650 ± 0.100 |" in md
+    assert "| mn_effnetlite0 (= mn_whole) |" in md and "same run" in md
+    assert "| mn_resunet | 8 |" in md and "failed" in md and "boom" in md
+    # per class: Anterior Dice 0.8/0.6 -> 0.700 ± 0.100; Posterior HD95 has one undefined case
+    assert "Dice Anterior | Dice Posterior" in md and "0.700 ± 0.100 | 0.600 ± 0.100" in md
+    assert "2.00 ± 0.00 (1 excl.)" in md
+    assert "HD95 (mm)" in md and "Distances in voxels" in md
+    # wall time: rows (5 + 7 min) + data sets (2 min); the alias and the failed row count nothing
+    assert "**Total: 14.0 min**" in md and "| baseline | 4.5 | 0.3 | 0.2 | 5.0 | 5.1 | 12.5 |" in md
+    assert "Test CPU" in md and "$WORKDIR" in md and "--num_labeled 8" in md and "seed 0" in md
+    for png in (files["dice_png"], files["time_png"]):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({png.name})" in md
+    raw = {p.name for p in files["raw_dir"].iterdir()}
+    assert {"baseline.json", "mn.json", "mn_effnetlite0.json", "mn_resunet.json", "run.json"} <= raw
+    again = json.loads((files["raw_dir"] / "baseline.json").read_text())
+    assert again["summary_mm"]["metric_per_case"][1]["metrics"]["2"]["HD95"] is None  # strict JSON, NaN -> null
+
+
+def test_metric_cell_and_per_case_means():
+    s = _summary([0.8, 0.6], [0.7, 0.5], hd_nan_case=0)
+    assert hb.per_case_values(s, "Dice") == pytest.approx([0.75, 0.55])
+    assert hb.per_case_values(s, "HD95") == pytest.approx([2.0, 3.0])  # case 0: the finite label only
+    assert hb.metric_cell(s, "HD95", "2", 2) == "3.00 ± 0.00 (1 excl.)"
+    assert hb.metric_cell({"metric_per_case": []}, "Dice") == "n/a"
+    assert hb.json_safe({"a": [float("nan"), 1.0, math.inf]}) == {"a": [None, 1.0, None]}
+
+
+# ------------------------------------------------------------------------------------------------ slow: --tiny
+@pytest.mark.slow
+@pytest.mark.hippocampus
+def test_tiny_run_end_to_end(hippocampus_dir, tmp_path):
+    """--tiny for the nnU-Net baseline and M&N (offline EfficientNet-Lite0): data sets, stock console scripts,
+    evaluation, report; then a second call finds both rows done and only rewrites the report."""
+    work, out = tmp_path / "work", tmp_path / "report" / "hippocampus.md"
+    cmd = [sys.executable, str(DRIVER), "--tiny", "--rows", "baseline", "mn", "--workdir", str(work),
+           "--out", str(out), "--source", str(hippocampus_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    md = out.read_text()
+    assert "| baseline | 2 | `nnUNetTrainer` |" in md and "| mn | 2 | `nnUNetTrainerMN` |" in md
+    assert "EffNet-Lite0 U-Net, ImageNet-1k (PyPI, offline), lora" in md
+    for png in ("hippocampus_dice.png", "hippocampus_walltime.png"):
+        assert (out.parent / png).read_bytes()[:4] == b"\x89PNG"
+    raw = out.parent / "hippocampus_raw"
+    assert (raw / "bench_trainers.py").is_file() and (raw / "run.json").is_file()
+    for row, trainer in (("baseline", "nnUNetTrainer_benchtiny"), ("mn", "nnUNetTrainerMN_benchtiny")):
+        rec = json.loads((raw / f"{row}.json").read_text())
+        assert rec["status"] == "ok" and rec["bench_trainer"] == trainer
+        assert rec["summary_mm"]["settings"]["n_cases"] == 4 and rec["summary_voxel"]["settings"]["units"] == "voxel"
+        assert len(rec["train_log"]["epoch_s"]) == 1  # the 1-epoch schedule was applied
+        assert all(rec["wall_s"][k] > 0 for k in ("train", "predict", "evaluate"))
+    log = next((work / "nnUNet_results").glob("Dataset902_*/nnUNetTrainerMN_benchtiny__*/fold_all/training_log_*.txt"))
+    assert "effnet_lite0" in log.read_text()
+    split = json.loads(next((work / "nnUNet_raw").glob("Dataset902_*/split_record.json")).read_text())
+    assert (split["num_labeled"], split["num_unlabeled"], split["num_test"], split["seed"]) == (2, 10, 4, 0)
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
+    assert "baseline: done earlier" in again.stdout and "mn: done earlier" in again.stdout
+    assert "nnUNetv2_train" not in again.stdout
