@@ -32,11 +32,14 @@ from nnunetv2_mn.mn.agreement import hard_dice_agreement
 from nnunetv2_mn.mn.losses import SoftDiceKLLoss, combine_labeled_unlabeled, downsample_soft_targets
 from nnunetv2_mn.mn.schedules import StagedCosineLR
 from nnunetv2_mn.mn.slicing import predict_slices
-from nnunetv2_mn.models2d import build_branch2d
+from nnunetv2_mn.models2d import MODEL_SOURCE_ENV, build_branch2d
+from nnunetv2_mn.models2d.registry import HF_KINDS
 from nnunetv2_mn.training.semisupervised import nnUNetTrainerSemiSupervised, unwrap
 
-#: environment variable naming the 2D model (hub id or local directory); see `branch2d_source_and_origin`
-ENV_2D_MODEL = "nnUNet_MN_2d_model"
+#: environment variable naming a Hugging Face 2D model (hub id or local directory); see `branch2d_source_and_origin`
+ENV_2D_MODEL = MODEL_SOURCE_ENV
+#: environment variable naming a weights file for the CNN 2D models ('resunet', 'effnet_lite0')
+ENV_2D_WEIGHTS = "nnUNet_MN_2d_weights"
 #: plans keys (in a configuration) written by `nnUNetv2_mn_plan`
 PLANS_KEY_2D_MODEL = "mn_2d_model"
 PLANS_KEY_SLICE_AXIS = "mn_slice_axis"
@@ -58,7 +61,7 @@ def as_list(output):
 
 
 class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
-    # ---- the 2D model f (Sec. 2.1); source precedence: env nnUNet_MN_2d_model > plans mn_2d_model > attribute
+    # ---- the 2D model f (Sec. 2.1); where its weights come from: see `branch2d_source_and_origin`
     branch2d_kind: str = "segformer"
     branch2d_source: Optional[str] = "nvidia/segformer-b2-finetuned-ade-512-512"
     branch2d_config: Optional[dict] = None  # AutoConfig.for_model(**dict) instead (random init; tests, ablations)
@@ -117,9 +120,15 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
         return int(round(self.stage1_fraction * self.num_epochs))
 
     def branch2d_source_and_origin(self) -> Tuple[Optional[str], str]:
-        if os.environ.get(ENV_2D_MODEL):
-            return os.environ[ENV_2D_MODEL], f"environment variable {ENV_2D_MODEL}"
-        plans_value = self.configuration_manager.configuration.get(PLANS_KEY_2D_MODEL)
+        """Where the 2D model's weights come from, first match wins. Hugging Face models ('segformer', 'hf'):
+        env nnUNet_MN_2d_model > plans key mn_2d_model > `branch2d_source`. CNN models ('resunet',
+        'effnet_lite0'): env nnUNet_MN_2d_weights > `branch2d_source`, so that a SegFormer directory exported
+        for one trainer never reaches another trainer's CNN."""
+        hf = self.branch2d_kind in HF_KINDS
+        env = ENV_2D_MODEL if hf else ENV_2D_WEIGHTS
+        if os.environ.get(env):
+            return os.environ[env], f"environment variable {env}"
+        plans_value = self.configuration_manager.configuration.get(PLANS_KEY_2D_MODEL) if hf else None
         if plans_value:
             return plans_value, f"plans key '{PLANS_KEY_2D_MODEL}' of configuration {self.configuration_name}"
         return self.branch2d_source, f"{self.__class__.__name__}.branch2d_source"

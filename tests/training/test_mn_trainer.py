@@ -187,3 +187,21 @@ def test_pseudo_foreground_crops_of_unlabelled_cases(make_trainer, planned_synth
     plain_loader = plain.get_unlabeled_dataloader(trainer.unlabeled_ids).data_loader
     assert plain_loader._data.load_case(case)[3]["class_locations"] == {}
     assert not any(plain_loader.get_do_oversample(j) for j in range(4))
+
+
+def test_2d_model_source_precedence(make_trainer, monkeypatch):
+    from nnunetv2_mn.training.variants import nnUNetTrainerMN_EffNetLite0
+
+    monkeypatch.delenv("nnUNet_MN_2d_model", raising=False)
+    monkeypatch.delenv("nnUNet_MN_2d_weights", raising=False)
+    seg = make_trainer(nnUNetTrainerMN)
+    assert seg.branch2d_source_and_origin()[0] == "nvidia/segformer-b2-finetuned-ade-512-512"
+    seg.configuration_manager.configuration["mn_2d_model"] = "/plans/model"
+    assert seg.branch2d_source_and_origin()[0] == "/plans/model"
+    monkeypatch.setenv("nnUNet_MN_2d_model", "/env/model")
+    assert seg.branch2d_source_and_origin() == ("/env/model", "environment variable nnUNet_MN_2d_model")
+    cnn = make_trainer(nnUNetTrainerMN_EffNetLite0)
+    cnn.configuration_manager.configuration["mn_2d_model"] = "/plans/model"
+    assert cnn.branch2d_source_and_origin()[0] is None  # neither the SegFormer env var nor the plans key
+    monkeypatch.setenv("nnUNet_MN_2d_weights", "/env/lite0.pth")
+    assert cnn.branch2d_source_and_origin()[0] == "/env/lite0.pth"

@@ -36,7 +36,7 @@ class nnUNetTrainerMN_PaperOptim(nnUNetTrainerMN):
 # ---- other 2D models (Sec. 3.3: the framework is model-agnostic)
 class nnUNetTrainerMN_ResUNet(nnUNetTrainerMN):
     """ResNet-50 encoder (timm) + U-Net decoder, whole-network fine-tuning (Table 4, first row).
-    Point `nnUNet_MN_2d_model` at a timm resnet50 state dict for ImageNet weights; random init otherwise."""
+    Point `nnUNet_MN_2d_weights` at a timm resnet50 state dict for ImageNet weights; random init otherwise."""
     branch2d_kind = "resunet"
     branch2d_source = None
     branch2d_finetune = "whole"
