@@ -95,3 +95,21 @@ def test_mean_teacher_step_is_one_backward_and_updates_the_teacher(make_trainer)
     for t, s in zip(trainer.teacher.parameters(), trainer.network.parameters()):
         torch.testing.assert_close(t, s)
     assert trainer.ema_step == 1 and not all(torch.equal(a, b) for a, b in zip(teacher0, trainer.teacher.parameters()))
+
+
+def test_unwrap_sees_through_ddp_and_compile(tmp_path):
+    """Checkpoints store the plain modules when -num_gpus wraps them in DDP (here on CPU with gloo) or
+    nnU-Net compiles them."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    from nnunetv2_mn.training.semisupervised import unwrap
+
+    module = torch.nn.Conv2d(3, 2, 1)
+    assert unwrap(torch.compile(module)) is module
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        wrapped = DDP(module)
+        assert unwrap(wrapped) is module
+        assert set(unwrap(wrapped).state_dict()) == {"weight", "bias"}  # no 'module.' prefix in checkpoints
+    finally:
+        dist.destroy_process_group()
