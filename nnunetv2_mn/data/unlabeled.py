@@ -41,14 +41,10 @@ def _dataset_name(dataset: Union[str, int]) -> str:
         raise UnlabeledDataError(f"Unknown data set {dataset!r}: {e}")
 
 
-def _dataset_id(dataset_name: str) -> str:
-    m = re.match(r"Dataset(\d{3})_", dataset_name)
-    return str(int(m.group(1))) if m else dataset_name
-
-
 def _load_plans(dataset_name: str, plans_identifier: str, configurations: Sequence[str]):
     """(PlansManager, dataset_json) from nnUNet_preprocessed; clear error if the data set was not planned."""
     from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
     folder = os.path.join(nnUNet_preprocessed.require(), dataset_name)
     plans_file = os.path.join(folder, plans_identifier + ".json")
@@ -56,7 +52,7 @@ def _load_plans(dataset_name: str, plans_identifier: str, configurations: Sequen
     if not (os.path.isfile(plans_file) and os.path.isfile(dataset_json_file)):
         raise UnlabeledDataError(
             f"{dataset_name} is not planned/preprocessed yet ({plans_file} or {dataset_json_file} missing). Run "
-            f"`nnUNetv2_plan_and_preprocess -d {_dataset_id(dataset_name)} -c {' '.join(configurations)}` first "
+            f"`nnUNetv2_plan_and_preprocess -d {convert_dataset_name_to_id(dataset_name)} -c {' '.join(configurations)}` first "
             f"(with -pl/-overwrite_plans_name if you use plans other than {plans_identifier}).")
     plans_manager = PlansManager(plans_file)
     missing = [c for c in configurations if c not in plans_manager.available_configurations]
