@@ -40,7 +40,8 @@ def test_each_phase_trains_only_its_student(make_trainer):
         assert _changed(p3, trainer.network) == trains_3d and _changed(p2, trainer.branch2d) == trains_2d
         assert np.isfinite(out["loss"])
         if phase != "both":
-            assert np.isfinite(out[f"loss_u_{phase}"]) and 0.0 <= out["agreement"] <= 1.0 or np.isnan(out["agreement"])
+            assert np.isfinite(out[f"loss_u_{phase}"])
+            assert np.isnan(out["agreement"]) or 0.0 <= out["agreement"] <= 1.0
 
 
 def test_lrg_uses_the_current_students_learning_rate(make_trainer):
