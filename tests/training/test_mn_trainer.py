@@ -206,3 +206,19 @@ def test_2d_model_source_precedence(make_trainer, monkeypatch):
     assert cnn.branch2d_source_and_origin()[0] is None  # neither the SegFormer env var nor the plans key
     monkeypatch.setenv("nnUNet_MN_2d_weights", "/env/lite0.pth")
     assert cnn.branch2d_source_and_origin()[0] == "/env/lite0.pth"
+
+
+def test_paper_optimizers_variant(make_trainer):
+    """optimizers='paper': AdamW for both models (1e-4 / 1e-3), warm-up + cosine per stage, restart at stage 2."""
+    from nnunetv2_mn.mn.schedules import StagedCosineLR
+
+    class Paper(nnUNetTrainerMN_debug):
+        optimizers = "paper"
+
+    trainer = make_trainer(Paper)
+    trainer.initialize()
+    assert isinstance(trainer.optimizer, torch.optim.AdamW) and isinstance(trainer.optimizer_2d, torch.optim.AdamW)
+    assert isinstance(trainer.lr_scheduler, StagedCosineLR) and isinstance(trainer.lr_scheduler_2d, StagedCosineLR)
+    assert trainer.initial_lr == 1e-4 and trainer.initial_lr_2d == 1e-3
+    trainer.lr_scheduler.step(trainer.unlabeled_start_epoch)  # stage 2 restarts at the initial learning rate
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
