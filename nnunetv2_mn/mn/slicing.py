@@ -4,7 +4,7 @@ A patch (B, C, S0, S1, S2) becomes B*S_axis slices (N, C, H, W) along one spatia
 predictions are stacked back in the same order. Axis 0 is nnU-Net's first spatial axis after
 `transpose_forward`, i.e. the largest-spacing (acquisition) axis.
 """
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -53,3 +53,19 @@ def predict_slices(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     else:
         logits = model(slices)
     return slices_to_volume(logits, x.shape[0], axis)
+
+
+def sample_slice_index(num_slices: int, fraction: float, device=None) -> Optional[torch.Tensor]:
+    """A random, sorted subset of max(1, round(fraction * num_slices)) slice positions; None (= all
+    slices) when `fraction` >= 1. The 2D student learns from these slices of every patch in a step."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"slice fraction must be in (0, 1], got {fraction}")
+    k = max(1, int(round(fraction * num_slices)))
+    if k >= num_slices:
+        return None
+    return torch.randperm(num_slices)[:k].sort().values.to(device)
+
+
+def take_slices(x: torch.Tensor, index: Optional[torch.Tensor], axis: int = 0) -> torch.Tensor:
+    """The slices `index` of a (B, C, S0, S1, S2) batch along spatial `axis` (all when `index` is None)."""
+    return x if index is None else x.index_select(2 + axis, index)

@@ -31,7 +31,7 @@ from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2_mn.mn.agreement import hard_dice_agreement
 from nnunetv2_mn.mn.losses import SoftDiceKLLoss, combine_labeled_unlabeled, downsample_soft_targets
 from nnunetv2_mn.mn.schedules import StagedCosineLR
-from nnunetv2_mn.mn.slicing import predict_slices
+from nnunetv2_mn.mn.slicing import predict_slices, sample_slice_index, take_slices
 from nnunetv2_mn.models2d import MODEL_SOURCE_ENV, build_branch2d
 from nnunetv2_mn.models2d.registry import HF_KINDS
 from nnunetv2_mn.training.semisupervised import nnUNetTrainerSemiSupervised, unwrap
@@ -69,6 +69,9 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
     branch2d_finetune: str = "lora"  # 'lora' | 'decoder' | 'whole' (Table 4)
     slice_axis: int = 0  # spatial axis of nnU-Net's patch the 2D model slices along (plans: mn_slice_axis)
     teacher_slice_chunk: int = 64  # slices per forward pass of the 2D teacher (bounds memory)
+    #: share of each patch's slices the 2D student learns from per step (stage 1 and 2D epochs; a fresh random
+    #: subset each step). 1.0 = every slice, as the paper; smaller is cheaper (docs/benchmarks/cost.md)
+    student2d_slice_fraction: float = 1.0
     # ---- schedule (Sec. 2.2, 3.1: 500 of 4000 epochs labelled-only)
     stage1_fraction: float = 0.125
     first_student: str = "3d"  # the paper's odd (first) stage-2 epochs train the 3D model
@@ -108,6 +111,8 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
             raise ValueError(f"optimizers must be 'nnunet' or 'paper', not {self.optimizers!r}")
         if self.optimizers == "paper":
             self.initial_lr = self.initial_lr_3d_paper
+        if not 0 < self.student2d_slice_fraction <= 1:
+            raise ValueError(f"student2d_slice_fraction must be in (0, 1], not {self.student2d_slice_fraction}")
         self.slice_axis = int(self.configuration_manager.configuration.get(PLANS_KEY_SLICE_AXIS, self.slice_axis))
         self.branch2d = self.optimizer_2d = self.lr_scheduler_2d = None
         self.grad_scaler_2d = copy.deepcopy(self.grad_scaler)  # a second, independent AMP scaler (None on CPU)
@@ -260,6 +265,10 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
         """Logits of f on every slice of a 3D batch, stacked back to (B, K, X, Y, Z) (Eq. 2 / 8)."""
         return predict_slices(self.branch2d, x, self.slice_axis, self.teacher_slice_chunk if teacher else 0)
 
+    def student_slices(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """Slice positions the 2D student learns from in this step (`student2d_slice_fraction`; None = all)."""
+        return sample_slice_index(x.shape[2 + self.slice_axis], self.student2d_slice_fraction, x.device)
+
     def _labeled_loss_3d(self, outputs, target_l):
         return self.loss(outputs, target_l) if self.enable_deep_supervision else self.loss(outputs[0], target_l)
 
@@ -281,8 +290,10 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
             loss_3d = self._labeled_loss_3d(as_list(self.network(data_l)), target_l)
         self.backward_and_step(loss_3d, self.optimizer, self.network, self.grad_scaler)
         self.optimizer_2d.zero_grad(set_to_none=True)
+        index, axis = self.student_slices(data_l), self.slice_axis
         with self.autocast():
-            loss_2d = self.loss_2d(self.forward_2d(data_l), self._full_res(target_l))
+            loss_2d = self.loss_2d(self.forward_2d(take_slices(data_l, index, axis)),
+                                   take_slices(self._full_res(target_l), index, axis))
         self.backward_and_step(loss_2d, self.optimizer_2d, self.branch2d, self.grad_scaler_2d)
         return {"loss": loss_3d.detach().cpu().numpy(), "loss_l_3d": loss_3d.item(), "loss_l_2d": loss_2d.item()}
 
@@ -310,14 +321,15 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
     def train_2d_student(self, data_l, target_l, data_u) -> dict:
         """Eq. (7)-(9): soft pseudo-masks P from the 3D teacher, L_c for the 2D student (slice-wise)."""
         b_l, b_u = data_l.shape[0], 0 if data_u is None else data_u.shape[0]
-        if b_u:
-            with torch.no_grad(), self.autocast():
-                pseudo_masks = torch.softmax(as_list(self.network(data_u))[0].float(), 1)
         x = data_l if not b_u else (data_u if not b_l else torch.cat((data_l, data_u)))
+        index, axis = self.student_slices(x), self.slice_axis
+        if b_u:  # the 3D teacher sees the whole patch; the student learns from the sampled slices
+            with torch.no_grad(), self.autocast():
+                pseudo_masks = take_slices(torch.softmax(as_list(self.network(data_u))[0].float(), 1), index, axis)
         self.optimizer_2d.zero_grad(set_to_none=True)
         with self.autocast():
-            logits = self.forward_2d(x)
-            loss_l = self.loss_2d(logits[:b_l], self._full_res(target_l)) if b_l else None
+            logits = self.forward_2d(take_slices(x, index, axis))
+            loss_l = self.loss_2d(logits[:b_l], take_slices(self._full_res(target_l), index, axis)) if b_l else None
             loss_u = self.loss_u_2d(logits[b_l:], pseudo_masks) if b_u else None
             loss = combine_labeled_unlabeled(loss_l, loss_u, b_l, b_u)
         self.backward_and_step(loss, self.optimizer_2d, self.branch2d, self.grad_scaler_2d)

@@ -44,6 +44,54 @@ def test_each_phase_trains_only_its_student(make_trainer):
             assert np.isnan(out["agreement"]) or 0.0 <= out["agreement"] <= 1.0
 
 
+class _QuarterSlices(nnUNetTrainerMN_debug):
+    student2d_slice_fraction = 0.25
+
+
+def test_2d_student_learns_from_a_subset_of_slices(make_trainer):
+    """student2d_slice_fraction: the 2D model sees round(f * S) slices per patch when it learns (stage 1, 2D
+    epochs), inputs and targets at the same positions; the 3D teacher still sees the whole patch."""
+    trainer = make_trainer(_QuarterSlices)
+    trainer.initialize()
+    data_l, target_l, data_u = _batch(trainer, 1, 1)
+    n_slices = data_l.shape[2 + trainer.slice_axis]
+    k = max(1, round(0.25 * n_slices))
+    seen_2d, seen_3d, seen_targets = [], [], []
+    trainer.branch2d.register_forward_hook(lambda m, args, out: seen_2d.append(args[0].shape[0]))
+    trainer.network.register_forward_hook(lambda m, args, out: seen_3d.append(tuple(args[0].shape[2:])))
+    loss_2d, loss_u_2d = trainer.loss_2d, trainer.loss_u_2d
+    trainer.loss_2d = lambda out, tgt: seen_targets.append(tgt.shape) or loss_2d(out, tgt)
+    trainer.loss_u_2d = lambda out, tgt: seen_targets.append(tgt.shape) or loss_u_2d(out, tgt)
+    for phase in ("both", "2d"):
+        trainer.phase = phase
+        p2 = _params(trainer.branch2d)
+        out = trainer.semi_supervised_step(data_l, target_l, None if phase == "both" else data_u)
+        assert np.isfinite(out["loss"]) and _changed(p2, trainer.branch2d)
+    assert seen_2d == [k, 2 * k]  # stage 1: one labelled patch; 2D epoch: labelled + unlabelled patch
+    assert all(s == tuple(trainer.configuration_manager.patch_size) for s in seen_3d)
+    assert [t[2 + trainer.slice_axis] for t in seen_targets] == [k, k, k]
+
+    # inputs and targets are the same slices
+    index = torch.tensor([1, n_slices - 1])
+    trainer.student_slices = lambda x: index
+    fed = []
+    trainer.forward_2d = lambda x, teacher=False: fed.append(x) or nnUNetTrainerMN.forward_2d(trainer, x, teacher)
+    got = []
+    trainer.loss_2d = lambda out, tgt: got.append(tgt) or loss_2d(out, tgt)
+    trainer.phase = "both"
+    trainer.semi_supervised_step(data_l, target_l, None)
+    axis = trainer.slice_axis
+    assert torch.equal(fed[-1], data_l.index_select(2 + axis, index))
+    assert torch.equal(got[-1], target_l[0].index_select(2 + axis, index))
+
+
+def test_student_slice_fraction_is_checked(make_trainer):
+    class Bad(nnUNetTrainerMN_debug):
+        student2d_slice_fraction = 0.0
+    with pytest.raises(ValueError, match="student2d_slice_fraction"):
+        make_trainer(Bad)
+
+
 def test_lrg_uses_the_current_students_learning_rate(make_trainer):
     trainer = make_trainer(_MNLRG)
     trainer.initialize()

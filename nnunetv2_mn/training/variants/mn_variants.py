@@ -33,6 +33,16 @@ class nnUNetTrainerMN_PaperOptim(nnUNetTrainerMN):
     optimizers = "paper"
 
 
+# ---- stage-1 share (Sec. 3.1: 500 of 4000 epochs = 0.125): twice as long labelled-only
+class nnUNetTrainerMN_Stage1Share025(nnUNetTrainerMN):
+    stage1_fraction = 0.25
+
+
+# ---- cost: the 2D student learns from a random quarter of each patch's slices per step (paper: all)
+class nnUNetTrainerMN_2dSlices025(nnUNetTrainerMN):
+    student2d_slice_fraction = 0.25
+
+
 # ---- other 2D models (Sec. 3.3: the framework is model-agnostic)
 class nnUNetTrainerMN_ResUNet(nnUNetTrainerMN):
     """ResNet-50 encoder (timm) + U-Net decoder, whole-network fine-tuning (Table 4, first row).
