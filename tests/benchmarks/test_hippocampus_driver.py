@@ -229,9 +229,34 @@ def test_report_from_fabricated_summaries(tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({png.name})" in md
     raw = {p.name for p in files["raw_dir"].iterdir()}
-    assert {"baseline.json", "mn.json", "mn_effnetlite0.json", "mn_resunet.json", "run.json"} <= raw
+    assert {"baseline.json", "mn.json", "mn_effnetlite0.json", "mn_resunet.json", "run.json",
+            "comparisons.json"} <= raw
+    # paired comparison of the finished rows named in COMPARISONS (mn vs baseline only here)
+    assert "## Which setting wins" in md and "| M&N vs nnU-Net (8 labels) | mn | baseline | +0.100 [+0.100, +0.100] |" in md
+    comp = json.loads((files["raw_dir"] / "comparisons.json").read_text())
+    assert [(c["a"], c["b"]) for c in comp] == [("mn", "baseline")] and comp[0]["Dice"]["n"] == 2
     again = json.loads((files["raw_dir"] / "baseline.json").read_text())
     assert again["summary_mm"]["metric_per_case"][1]["metrics"]["2"]["HD95"] is None  # strict JSON, NaN -> null
+
+
+def test_report_only_rewrites_the_report_from_the_work_folder(tmp_path, capsys):
+    work, out = tmp_path / "work", tmp_path / "docs" / "bench.md"
+    args = ["--report-only", "--workdir", str(work), "--out", str(out)]
+    with pytest.raises(SystemExit, match="nothing to report"):
+        hb.main(args)
+    rows = work / "rows" / "cpu"
+    rows.mkdir(parents=True)
+    for rec in (_record("baseline", [0.8, 0.6], [0.7, 0.5], 5.0), _record("mn_2dslices025", [0.9, 0.7], [0.8, 0.6], 6.0)):
+        (rows / f"{rec['row']}.json").write_text(json.dumps(rec))
+    inv = [{"started": f"t{i}", "finished": f"u{i}", "command": f"python hippocampus.py --rows r{i}",
+            "machine": {"cpu": "Test CPU", "loadavg_start": [1.0], "loadavg_end": [2.0]}} for i in range(2)]
+    (rows / "invocations.json").write_text(json.dumps(inv))
+    assert hb.main(args) == 0
+    md = out.read_text()
+    assert "| baseline | 8 |" in md and "| mn_2dslices025 | 8 |" in md
+    assert "- run: t0 to u0" in md and "- run: t1 to u1" in md and "--rows r1" in md
+    assert "| 2D student slices: all vs a random quarter |" not in md  # needs row mn, which did not run
+    assert not (work / "nnUNet_raw").exists()  # nothing was run or prepared
 
 
 def test_metric_cell_and_per_case_means():
