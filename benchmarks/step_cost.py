@@ -6,9 +6,12 @@ Measures, in one process and on one device, the mean time (and peak GPU memory o
   3d_student  M&N 3D epoch: 2D teacher pseudo-masks (no grad) + 3D student step, b_u = B // 2
   2d_student  M&N 2D epoch: 3D teacher pseudo-masks (no grad) + 2D student step, b_u = B // 2
   2d_teacher  the 2D teacher's slice-wise inference alone (part of 3d_student)
-  predict     sliding-window prediction of one volume with the stock predictor, nnU-Net vs M&N checkpoint net
+  predict     sliding-window prediction of one volume (2x the patch per axis) with nnU-Net's predictor,
+              nnUNetTrainer's network vs M&N's (only the 3D network predicts; same architecture)
 Random inputs of the plans' patch and batch size (the cost depends on shapes only). The 2D model is
-SegFormer-B2's architecture built from its config (random weights: no download), LoRA as nnUNetTrainerMN.
+SegFormer-B2's architecture built from its config (random weights: no download) or the offline EfficientNet-Lite0
+U-Net; `--slice-fraction` sets nnUNetTrainerMN.student2d_slice_fraction. On CPU, `--memory` also runs every
+step kind alone in a fresh process and records its peak resident memory (on CUDA: peak allocated GPU memory).
 
     python benchmarks/step_cost.py -d 504 -c 3d_fullres --device cuda --out docs/benchmarks/cost_h100.json
 """
@@ -16,6 +19,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -66,6 +71,50 @@ def timed(fn, steps, warmup, device):
     return {"mean_s": float(np.mean(t)), "std_s": float(np.std(t)), "peak_gb": peak}
 
 
+def _proc_status_gb(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 2 ** 20  # kB
+    raise RuntimeError(f"{key} not in /proc/self/status")
+
+
+def rss_gb() -> float:
+    """Resident memory of this process now (Linux)."""
+    return _proc_status_gb("VmRSS")
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak-RSS window (Linux >= 4.0: writing 5 to clear_refs resets VmHWM)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory since the last `reset_peak_rss` (Linux VmHWM)."""
+    return _proc_status_gb("VmHWM")
+
+
+PHASES = ("nnunet", "stage1", "3d_student", "2d_teacher", "2d_student", "predict")
+
+
+def predict_time(trainer, steps, warmup, device):
+    """nnU-Net's sliding-window prediction (no mirroring) of a random volume twice the patch per axis."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                perform_everything_on_device=device.type == "cuda", device=device, verbose=False,
+                                verbose_preprocessing=False, allow_tqdm=False)
+    trainer.set_deep_supervision_enabled(False)
+    trainer.network.eval()
+    predictor.manual_initialization(trainer.network, trainer.plans_manager, trainer.configuration_manager, None,
+                                    trainer.dataset_json, trainer.__class__.__name__, None)
+    volume = torch.randn(trainer.num_input_channels, *[2 * p for p in trainer.configuration_manager.patch_size])
+    out = timed(lambda: predictor.predict_sliding_window_return_logits(volume), steps, warmup, device)
+    trainer.set_deep_supervision_enabled(trainer.enable_deep_supervision)
+    return out
+
+
 def main():
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2_mn.training.mn import nnUNetTrainerMN
@@ -79,48 +128,95 @@ def main():
     p.add_argument("--finetune", default="lora")
     p.add_argument("--model", default="segformer-b2", choices=["segformer-b2", "effnet_lite0"],
                    help="2D model: SegFormer-B2's architecture (random weights) or the offline EfficientNet-Lite0 U-Net")
+    p.add_argument("--slice-fraction", type=float, default=1.0,
+                   help="nnUNetTrainerMN.student2d_slice_fraction (share of slices the 2D student learns from)")
+    p.add_argument("--memory", action="store_true",
+                   help="CPU: also measure each step kind's peak resident memory in a process of its own")
+    p.add_argument("--only", choices=PHASES, default=None, help=argparse.SUPPRESS)  # one phase (for --memory)
     p.add_argument("--out", required=True)
     a = p.parse_args()
     device = torch.device(a.device)
+    phases = PHASES if a.only is None else (a.only,)
 
     class MNCost(nnUNetTrainerMN):
         branch2d_kind = "segformer" if a.model == "segformer-b2" else "effnet_lite0"
         branch2d_source = None
         branch2d_config = SEGFORMER_B2 if a.model == "segformer-b2" else None
         branch2d_finetune = a.finetune
+        student2d_slice_fraction = a.slice_fraction
 
-    base = load_trainer(nnUNetTrainer, a.d, a.c, device)
-    mn = load_trainer(MNCost, a.d, a.c, device)
-    B = base.batch_size
-    x, target = random_batch(base, B)
+    torch.manual_seed(0)
+    base = load_trainer(nnUNetTrainer, a.d, a.c, device) if {"nnunet", "predict"} & set(phases) else None
+    mn = load_trainer(MNCost, a.d, a.c, device) if set(phases) - {"nnunet"} else None
+    some = base or mn
+    B = some.batch_size
+    x, target = random_batch(some, B)
     b_u = B // 2
     res = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-           "torch": torch.__version__, "patch_size": list(base.configuration_manager.patch_size), "batch_size": B,
-           "b_u": b_u, "amp": device.type == "cuda", "compile_3d": base._do_i_compile(), "2d_model": f"{a.model} ({a.finetune})", "trainable_2d": mn.branch2d.describe(), "steps": a.steps}
-    res["nnunet"] = timed(lambda: base.train_step({"data": x, "target": target}), a.steps, a.warmup, device)
-    del base
-    mn.phase = "both"
-    res["stage1"] = timed(lambda: mn.semi_supervised_step(x, target, None), a.steps, a.warmup, device)
+           "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "patch_size": list(some.configuration_manager.patch_size), "batch_size": B, "b_u": b_u,
+           "amp": device.type == "cuda", "compile_3d": some._do_i_compile(), "2d_model": f"{a.model} ({a.finetune})",
+           "student2d_slice_fraction": a.slice_fraction, "trainable_2d": mn.branch2d.describe() if mn else None,
+           "steps": a.steps}
+    if a.only:
+        res["rss_after_setup_gb"] = rss_gb()
+        reset_peak_rss()
     tl = [t[:B - b_u] for t in target]
-    mn.phase = "3d"
-    mn.branch2d.eval()
-    res["3d_student"] = timed(lambda: mn.semi_supervised_step(x[:B - b_u], tl, x[B - b_u:]), a.steps, a.warmup, device)
 
     def teacher():
         with torch.no_grad(), mn.autocast():
             mn.forward_2d(x[B - b_u:], teacher=True)
-    res["2d_teacher"] = timed(teacher, a.steps, a.warmup, device)
-    mn.phase = "2d"
-    mn.branch2d.train()
-    mn.network.eval()
-    res["2d_student"] = timed(lambda: mn.semi_supervised_step(x[:B - b_u], tl, x[B - b_u:]), a.steps, a.warmup, device)
-    t0 = res["nnunet"]["mean_s"]
-    res["ratio_to_nnunet"] = {k: res[k]["mean_s"] / t0 for k in ("stage1", "3d_student", "2d_student", "2d_teacher")}
-    res["ratio_to_nnunet"]["mean_stage2_epoch_pair"] = (res["3d_student"]["mean_s"] + res["2d_student"]["mean_s"]) / 2 / t0
+
+    def set_phase(phase, train_2d, train_3d):
+        mn.phase = phase
+        mn.branch2d.train(train_2d)
+        mn.network.train(train_3d)
+
+    run = {"nnunet": lambda: timed(lambda: base.train_step({"data": x, "target": target}), a.steps, a.warmup, device),
+           "stage1": lambda: (set_phase("both", True, True),
+                              timed(lambda: mn.semi_supervised_step(x, target, None), a.steps, a.warmup, device))[1],
+           "3d_student": lambda: (set_phase("3d", False, True), timed(
+               lambda: mn.semi_supervised_step(x[:B - b_u], tl, x[B - b_u:]), a.steps, a.warmup, device))[1],
+           "2d_teacher": lambda: (set_phase("3d", False, True), timed(teacher, a.steps, a.warmup, device))[1],
+           "2d_student": lambda: (set_phase("2d", True, False), timed(
+               lambda: mn.semi_supervised_step(x[:B - b_u], tl, x[B - b_u:]), a.steps, a.warmup, device))[1]}
+    for phase in phases:
+        if phase == "predict":
+            res["predict_nnunet"] = predict_time(base, max(2, a.steps // 3), 1, device)
+            res["predict_mn"] = predict_time(mn, max(2, a.steps // 3), 1, device)
+        else:
+            res[phase] = run[phase]()
+    if a.only:
+        res["peak_rss_gb"] = peak_rss_gb()
+    if a.only is None:
+        t0 = res["nnunet"]["mean_s"]
+        res["ratio_to_nnunet"] = {k: res[k]["mean_s"] / t0 for k in ("stage1", "3d_student", "2d_student", "2d_teacher")}
+        res["ratio_to_nnunet"]["mean_stage2_epoch_pair"] = (res["3d_student"]["mean_s"]
+                                                            + res["2d_student"]["mean_s"]) / 2 / t0
+        res["ratio_to_nnunet"]["predict"] = res["predict_mn"]["mean_s"] / res["predict_nnunet"]["mean_s"]
+    if a.memory and a.only is None and device.type == "cpu" and os.path.exists("/proc/self/clear_refs"):
+        res["memory_cpu"] = phase_memory(a)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)
     print(json.dumps(res, indent=2))
+
+
+def phase_memory(a) -> dict:
+    """Peak resident memory (GiB) of a fresh process that sets up the trainers and runs one step kind only."""
+    out = {}
+    for phase in PHASES[:-1]:
+        tmp = f"{a.out}.{phase}.json"
+        cmd = [sys.executable, __file__, "-d", a.d, "-c", a.c, "--device", a.device, "--steps", "2", "--warmup", "1",
+               "--finetune", a.finetune, "--model", a.model, "--slice-fraction", str(a.slice_fraction),
+               "--only", phase, "--out", tmp]
+        subprocess.run(cmd, check=True, capture_output=True)
+        with open(tmp) as f:
+            r = json.load(f)
+        os.remove(tmp)
+        out[phase] = {"peak_rss_gb": r["peak_rss_gb"], "rss_after_setup_gb": r["rss_after_setup_gb"],
+                      "step_increase_gb": r["peak_rss_gb"] - r["rss_after_setup_gb"]}
+    return out
 
 
 if __name__ == "__main__":

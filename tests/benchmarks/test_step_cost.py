@@ -1,0 +1,37 @@
+"""benchmarks/step_cost.py on the synthetic plans: every step kind timed, ratios to nnUNetTrainer, the 2D
+student's slice share, CPU peak memory per step kind in processes of their own."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "step_cost.py"
+
+
+def _run(planned_synthetic, tmp_path, *extra):
+    out = tmp_path / "cost.json"
+    cmd = [sys.executable, str(SCRIPT), "-d", planned_synthetic["dataset_id"], "--device", "cpu", "--steps", "2",
+           "--warmup", "1", "--model", "effnet_lite0", "--finetune", "whole", "--out", str(out), *extra]
+    proc = subprocess.run(cmd, env=planned_synthetic["env"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_step_cost_split_memory_and_slice_share(planned_synthetic, tmp_path):
+    res = _run(planned_synthetic, tmp_path, "--memory", "--slice-fraction", "0.25")
+    for k in ("nnunet", "stage1", "3d_student", "2d_teacher", "2d_student", "predict_nnunet", "predict_mn"):
+        assert res[k]["mean_s"] > 0, k
+    r = res["ratio_to_nnunet"]
+    assert r["stage1"] == pytest.approx(res["stage1"]["mean_s"] / res["nnunet"]["mean_s"])
+    assert r["mean_stage2_epoch_pair"] == pytest.approx((r["3d_student"] + r["2d_student"]) / 2)
+    assert r["predict"] == pytest.approx(res["predict_mn"]["mean_s"] / res["predict_nnunet"]["mean_s"])
+    assert res["student2d_slice_fraction"] == 0.25 and "effnet_lite0 (whole)" in res["trainable_2d"]
+    mem = res["memory_cpu"]
+    assert set(mem) == {"nnunet", "stage1", "3d_student", "2d_teacher", "2d_student"}
+    for v in mem.values():
+        assert v["peak_rss_gb"] >= v["rss_after_setup_gb"] > 0.1
+    # the nnU-Net process holds no 2D model: it sets up lighter than the M&N ones
+    assert mem["nnunet"]["rss_after_setup_gb"] < mem["stage1"]["rss_after_setup_gb"]
+    assert all(v["step_increase_gb"] > 0 for v in mem.values())
