@@ -116,6 +116,9 @@ def predict_time(trainer, steps, warmup, device):
 
 
 def main():
+    if sys.argv[1:2] == ["--render"]:  # step_cost.py --render A.json B.json ...: the Markdown table
+        print(render_table(sys.argv[2:]))
+        return
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2_mn.training.mn import nnUNetTrainerMN
 
@@ -200,6 +203,30 @@ def main():
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)
     print(json.dumps(res, indent=2))
+
+
+def render_table(paths) -> str:
+    """Markdown table of step_cost.py results (one row per JSON file): time ratios to nnUNetTrainer, measured
+    in the same process, and the peak memory of each step kind."""
+    head = ("| 2D model (fine-tuning) | slice share | nnU-Net step (s) | stage 1 | 3D student | of which 2D teacher | "
+            "2D student | stage-2 pair | prediction | step memory: nnU-Net / stage 1 / 3D st. / 2D st. (GiB) |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
+    for path in paths:
+        with open(path) as f:
+            r = json.load(f)
+        q = r["ratio_to_nnunet"]
+        mem = r.get("memory_cpu")
+        if mem:
+            m = " / ".join(f"{mem[k]['step_increase_gb']:.2f}" for k in ("nnunet", "stage1", "3d_student", "2d_student"))
+        elif r["nnunet"].get("peak_gb") is not None:
+            m = " / ".join(f"{r[k]['peak_gb']:.2f}" for k in ("nnunet", "stage1", "3d_student", "2d_student")) + " (GPU)"
+        else:
+            m = "not measured"
+        pred = f"{q['predict']:.2f}×" if "predict" in q else "–"
+        lines.append(f"| {r['2d_model']} | {r.get('student2d_slice_fraction', 1.0):g} | {r['nnunet']['mean_s']:.3g} | "
+                     f"{q['stage1']:.2f}× | {q['3d_student']:.2f}× | {q['2d_teacher']:.2f}× | {q['2d_student']:.2f}× | "
+                     f"{q['mean_stage2_epoch_pair']:.2f}× | {pred} | {m} |")
+    return "\n".join(lines)
 
 
 def phase_memory(a) -> dict:

@@ -19,6 +19,7 @@ def _run(planned_synthetic, tmp_path, *extra):
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_step_cost_split_memory_and_slice_share(planned_synthetic, tmp_path):
     res = _run(planned_synthetic, tmp_path, "--memory", "--slice-fraction", "0.25")
     for k in ("nnunet", "stage1", "3d_student", "2d_teacher", "2d_student", "predict_nnunet", "predict_mn"):
@@ -35,3 +36,19 @@ def test_step_cost_split_memory_and_slice_share(planned_synthetic, tmp_path):
     # the nnU-Net process holds no 2D model: it sets up lighter than the M&N ones
     assert mem["nnunet"]["rss_after_setup_gb"] < mem["stage1"]["rss_after_setup_gb"]
     assert all(v["step_increase_gb"] > 0 for v in mem.values())
+
+
+def test_render_table_from_results(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("step_cost_script", SCRIPT)
+    sc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sc)
+    r = {"2d_model": "effnet_lite0 (lora)", "student2d_slice_fraction": 0.25, "nnunet": {"mean_s": 2.0},
+         "ratio_to_nnunet": {"stage1": 1.5, "3d_student": 1.25, "2d_teacher": 0.25, "2d_student": 0.5,
+                             "mean_stage2_epoch_pair": 0.875, "predict": 1.0},
+         "memory_cpu": {k: {"step_increase_gb": v} for k, v in
+                        (("nnunet", 0.5), ("stage1", 0.75), ("3d_student", 0.6), ("2d_student", 0.25))}}
+    (tmp_path / "a.json").write_text(json.dumps(r))
+    row = sc.render_table([tmp_path / "a.json"]).splitlines()[-1]
+    assert row == ("| effnet_lite0 (lora) | 0.25 | 2 | 1.50× | 1.25× | 0.25× | 0.50× | 0.88× | 1.00× | "
+                   "0.50 / 0.75 / 0.60 / 0.25 |")
