@@ -1175,12 +1175,17 @@ def comparison_lines(records: List[dict]) -> List[str]:
          "test cases, not the run-to-run noise of training.", "",
          "| question | A | B | Dice A − B [95 % CI] | p | winner (Dice) | HD95 A − B (mm) [95 % CI] | winner (HD95) |",
          "|---|---|---|---|---|---|---|---|"]
+    def diff(r, digits):
+        if r["verdict"] == "n/a":
+            return f"n/a ({r['n']} cases with a value in both)"
+        return f"{r['mean']:+.{digits}f} [{r['ci_low']:+.{digits}f}, {r['ci_high']:+.{digits}f}]"
+
     for c in rows:
         d, h = c["Dice"], c["HD95"]
-        win = {"A": c["a"], "B": c["b"], "unresolved": "–"}
-        L.append(f"| {c['question']} | {c['a']} | {c['b']} | {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | "
-                 f"{d['p_wilcoxon']:.2g} | {win[d['verdict']]} | {h['mean']:+.2f} [{h['ci_low']:+.2f}, "
-                 f"{h['ci_high']:+.2f}] | {win[h['verdict']]} |")
+        win = {"A": c["a"], "B": c["b"], "unresolved": "–", "n/a": "n/a"}
+        p = "n/a" if d["verdict"] == "n/a" else f"{d['p_wilcoxon']:.2g}"
+        L.append(f"| {c['question']} | {c['a']} | {c['b']} | {diff(d, 3)} | {p} | {win[d['verdict']]} | {diff(h, 2)} | "
+                 f"{win[h['verdict']]} |")
     return L + [""]
 
 

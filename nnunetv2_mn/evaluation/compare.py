@@ -41,11 +41,15 @@ def paired_difference(a: Sequence[float], b: Sequence[float], n_boot: int = 1000
 def compare_summaries(summary_a: dict, summary_b: dict, metric: str = "Dice",
                       higher_is_better: Optional[bool] = None, **kwargs) -> dict:
     """`paired_difference` of A - B over the cases both summaries score, plus a verdict: 'A', 'B' (the interval
-    excludes 0 in that one's favour) or 'unresolved'."""
+    excludes 0 in that one's favour), 'unresolved', or 'n/a' when fewer than 2 cases have a finite value in both."""
     if higher_is_better is None:
         higher_is_better = metric in ("Dice", "Jaccard")
     a, b = per_case_foreground_mean(summary_a, metric), per_case_foreground_mean(summary_b, metric)
     cases: List[str] = sorted(set(a) & set(b))
+    if len(cases) < 2:  # e.g. HD95 when one row predicts nothing: undefined, not a win for either side
+        nan = float("nan")
+        return {"n": len(cases), "mean": nan, "ci_low": nan, "ci_high": nan, "p_wilcoxon": nan,
+                "verdict": "n/a", "metric": metric}
     out = paired_difference([a[c] for c in cases], [b[c] for c in cases], **kwargs)
     better_a = out["ci_low"] > 0 if higher_is_better else out["ci_high"] < 0
     better_b = out["ci_high"] < 0 if higher_is_better else out["ci_low"] > 0

@@ -52,3 +52,10 @@ def test_only_cases_scored_in_both_are_paired():
     a = _summary([(0.9, 0.9)] * 5)
     b = _summary([(0.8, 0.8)] * 3)
     assert compare_summaries(a, b)["n"] == 3
+
+
+def test_too_few_finite_cases_give_no_verdict():
+    nan = float("nan")
+    a = _summary([(nan, nan)] * 4)  # e.g. HD95 of empty predictions
+    r = compare_summaries(a, _summary([(0.8, 0.8)] * 4))
+    assert r["verdict"] == "n/a" and r["n"] == 0 and np.isnan(r["mean"])
