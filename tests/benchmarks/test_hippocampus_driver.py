@@ -259,6 +259,19 @@ def test_report_only_rewrites_the_report_from_the_work_folder(tmp_path, capsys):
     assert not (work / "nnUNet_raw").exists()  # nothing was run or prepared
 
 
+def test_untrained_rows_name_no_winner():
+    trained = [_record("baseline", [0.8, 0.6, 0.7], [0.7, 0.5, 0.6], 5.0), _record("mn", [0.9, 0.7, 0.8], [0.8, 0.6, 0.7], 5.0)]
+    comp = hb.comparisons(trained)
+    assert comp[0]["untrained"] == [] and comp[0]["Dice"]["verdict"] == "A"
+    assert "No row learned" not in "\n".join(hb.reading_note(trained))
+    untrained = [_record("baseline", [0.05, 0.06, 0.04], [0.0, 0.0, 0.0], 5.0),
+                 _record("mn", [0.0, 0.01, 0.0], [0.0, 0.0, 0.0], 5.0)]
+    comp = hb.comparisons(untrained)
+    assert comp[0]["untrained"] == ["mn", "baseline"] and comp[0]["Dice"]["verdict"] == "untrained"
+    assert "none: mn and baseline did not learn" in "\n".join(hb.comparison_lines(untrained))
+    assert "No row learned to segment" in hb.reading_note(untrained)[0] and "`baseline`" in hb.reading_note(untrained)[0]
+
+
 def test_metric_cell_and_per_case_means():
     s = _summary([0.8, 0.6], [0.7, 0.5], hd_nan_case=0)
     assert hb.per_case_values(s, "Dice") == pytest.approx([0.75, 0.55])
