@@ -1,6 +1,7 @@
 """Cost of one training step of nnUNetTrainerMN relative to nnUNetTrainer on the same plans and batch.
 
-Measures, in one process and on one device, the mean time (and peak GPU memory on CUDA) of:
+Measures, in one process and on one device, the mean time (and peak GPU memory on CUDA) of the step kinds below,
+timed in turns (nnunet, stage1, 3d_student, ..., nnunet, stage1, ...) so that a drifting machine speed slows all alike:
   nnunet      stock nnUNetTrainer.train_step (the baseline)
   stage1      M&N stage 1: 3D and 2D models each learn from the labelled batch
   3d_student  M&N 3D epoch: 2D teacher pseudo-masks (no grad) + 3D student step, b_u = B // 2
@@ -54,21 +55,27 @@ def random_batch(trainer, n):
     return x, target
 
 
-def timed(fn, steps, warmup, device):
+def timed_round_robin(fns: dict, steps, warmup, device) -> dict:
+    """Time several step kinds in turns (a, b, c, a, b, c, ...), so that a machine whose speed drifts during the
+    run (a shared CPU) slows every kind alike and the ratios stay fair. Peak GPU memory is taken per call."""
     for _ in range(warmup):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    t = []
+        for fn in fns.values():
+            fn()
+    times = {k: [] for k in fns}
+    peaks = {k: 0.0 for k in fns}
     for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if device.type == "cuda" else None
-    return {"mean_s": float(np.mean(t)), "std_s": float(np.std(t)), "peak_gb": peak}
+        for k, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+                peaks[k] = max(peaks[k], torch.cuda.max_memory_allocated() / 2 ** 30)
+            times[k].append(time.perf_counter() - t0)
+    return {k: {"mean_s": float(np.mean(v)), "std_s": float(np.std(v)),
+                "peak_gb": peaks[k] if device.type == "cuda" else None} for k, v in times.items()}
 
 
 def _proc_status_gb(key: str) -> float:
@@ -98,8 +105,8 @@ def peak_rss_gb() -> float:
 PHASES = ("nnunet", "stage1", "3d_student", "2d_teacher", "2d_student", "predict")
 
 
-def predict_time(trainer, steps, warmup, device):
-    """nnU-Net's sliding-window prediction (no mirroring) of a random volume twice the patch per axis."""
+def predictor_for(trainer, device):
+    """A call of nnU-Net's sliding-window prediction (no mirroring) of a random volume twice the patch per axis."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
@@ -110,9 +117,7 @@ def predict_time(trainer, steps, warmup, device):
     predictor.manual_initialization(trainer.network, trainer.plans_manager, trainer.configuration_manager, None,
                                     trainer.dataset_json, trainer.__class__.__name__, None)
     volume = torch.randn(trainer.num_input_channels, *[2 * p for p in trainer.configuration_manager.patch_size])
-    out = timed(lambda: predictor.predict_sliding_window_return_logits(volume), steps, warmup, device)
-    trainer.set_deep_supervision_enabled(trainer.enable_deep_supervision)
-    return out
+    return lambda: predictor.predict_sliding_window_return_logits(volume)
 
 
 def main():
@@ -175,20 +180,15 @@ def main():
         mn.branch2d.train(train_2d)
         mn.network.train(train_3d)
 
-    run = {"nnunet": lambda: timed(lambda: base.train_step({"data": x, "target": target}), a.steps, a.warmup, device),
-           "stage1": lambda: (set_phase("both", True, True),
-                              timed(lambda: mn.semi_supervised_step(x, target, None), a.steps, a.warmup, device))[1],
-           "3d_student": lambda: (set_phase("3d", False, True), timed(
-               lambda: mn.semi_supervised_step(x[:B - b_u], tl, x[B - b_u:]), a.steps, a.warmup, device))[1],
-           "2d_teacher": lambda: (set_phase("3d", False, True), timed(teacher, a.steps, a.warmup, device))[1],
-           "2d_student": lambda: (set_phase("2d", True, False), timed(
-               lambda: mn.semi_supervised_step(x[:B - b_u], tl, x[B - b_u:]), a.steps, a.warmup, device))[1]}
-    for phase in phases:
-        if phase == "predict":
-            res["predict_nnunet"] = predict_time(base, max(2, a.steps // 3), 1, device)
-            res["predict_mn"] = predict_time(mn, max(2, a.steps // 3), 1, device)
-        else:
-            res[phase] = run[phase]()
+    step = {"nnunet": lambda: base.train_step({"data": x, "target": target}),
+            "stage1": lambda: (set_phase("both", True, True), mn.semi_supervised_step(x, target, None)),
+            "3d_student": lambda: (set_phase("3d", False, True), mn.semi_supervised_step(x[:B - b_u], tl, x[B - b_u:])),
+            "2d_teacher": lambda: (set_phase("3d", False, True), teacher()),
+            "2d_student": lambda: (set_phase("2d", True, False), mn.semi_supervised_step(x[:B - b_u], tl, x[B - b_u:]))}
+    res.update(timed_round_robin({k: step[k] for k in phases if k != "predict"}, a.steps, a.warmup, device))
+    if "predict" in phases:
+        res.update(timed_round_robin({"predict_nnunet": predictor_for(base, device),
+                                      "predict_mn": predictor_for(mn, device)}, max(2, a.steps // 3), 1, device))
     if a.only:
         res["peak_rss_gb"] = peak_rss_gb()
     if a.only is None:
