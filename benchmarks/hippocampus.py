@@ -799,7 +799,8 @@ class Bench:
         out = Path(self.args.out).resolve()
         files = write_report(out, records, prep, meta, s, self.workdir)
         module = self.trainer_dir / f"{BENCH_MODULE}.py"
-        if module.is_file():
+        # the work folder holds the module of the schedule that ran last; copy it only if it is this schedule's
+        if module.is_file() and f"{s.suffix}(" in module.read_text():
             shutil.copyfile(module, files["raw_dir"] / module.name)
         self.say(f"report: {out}")
         if failed:

