@@ -55,11 +55,16 @@ def predict_slices(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     return slices_to_volume(logits, x.shape[0], axis)
 
 
+def check_slice_fraction(fraction: float, name: str = "slice fraction") -> None:
+    """A share of slices must lie in (0, 1]."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"{name} must be in (0, 1], got {fraction}")
+
+
 def sample_slice_index(num_slices: int, fraction: float, device=None) -> Optional[torch.Tensor]:
     """A random, sorted subset of max(1, round(fraction * num_slices)) slice positions; None (= all
     slices) when `fraction` >= 1. The 2D student learns from these slices of every patch in a step."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"slice fraction must be in (0, 1], got {fraction}")
+    check_slice_fraction(fraction)
     k = max(1, int(round(fraction * num_slices)))
     if k >= num_slices:
         return None

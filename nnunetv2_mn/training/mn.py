@@ -31,7 +31,7 @@ from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2_mn.mn.agreement import hard_dice_agreement
 from nnunetv2_mn.mn.losses import SoftDiceKLLoss, combine_labeled_unlabeled, downsample_soft_targets
 from nnunetv2_mn.mn.schedules import StagedCosineLR
-from nnunetv2_mn.mn.slicing import predict_slices, sample_slice_index, take_slices
+from nnunetv2_mn.mn.slicing import check_slice_fraction, predict_slices, sample_slice_index, take_slices
 from nnunetv2_mn.models2d import MODEL_SOURCE_ENV, build_branch2d
 from nnunetv2_mn.models2d.registry import HF_KINDS
 from nnunetv2_mn.training.semisupervised import nnUNetTrainerSemiSupervised, unwrap
@@ -111,8 +111,7 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
             raise ValueError(f"optimizers must be 'nnunet' or 'paper', not {self.optimizers!r}")
         if self.optimizers == "paper":
             self.initial_lr = self.initial_lr_3d_paper
-        if not 0 < self.student2d_slice_fraction <= 1:
-            raise ValueError(f"student2d_slice_fraction must be in (0, 1], not {self.student2d_slice_fraction}")
+        check_slice_fraction(self.student2d_slice_fraction, "student2d_slice_fraction")  # fail before training
         self.slice_axis = int(self.configuration_manager.configuration.get(PLANS_KEY_SLICE_AXIS, self.slice_axis))
         self.branch2d = self.optimizer_2d = self.lr_scheduler_2d = None
         self.grad_scaler_2d = copy.deepcopy(self.grad_scaler)  # a second, independent AMP scaler (None on CPU)
