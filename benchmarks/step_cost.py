@@ -144,6 +144,9 @@ def main():
     p.add_argument("--out", required=True)
     a = p.parse_args()
     device = torch.device(a.device)
+    if a.memory and (device.type != "cpu" or not os.path.exists("/proc/self/clear_refs")):
+        p.error("--memory measures CPU resident memory through Linux /proc; on CUDA the peak GPU memory of "
+                "every step kind is recorded anyway")
     phases = PHASES if a.only is None else (a.only,)
 
     class MNCost(nnUNetTrainerMN):
@@ -197,7 +200,7 @@ def main():
         res["ratio_to_nnunet"]["mean_stage2_epoch_pair"] = (res["3d_student"]["mean_s"]
                                                             + res["2d_student"]["mean_s"]) / 2 / t0
         res["ratio_to_nnunet"]["predict"] = res["predict_mn"]["mean_s"] / res["predict_nnunet"]["mean_s"]
-    if a.memory and a.only is None and device.type == "cpu" and os.path.exists("/proc/self/clear_refs"):
+    if a.memory and a.only is None:
         res["memory_cpu"] = phase_memory(a)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
