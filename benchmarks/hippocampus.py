@@ -495,7 +495,8 @@ class Bench:
         self.datasets = TINY_DATASETS if args.tiny else DATASETS
         self.source = Path(args.source).resolve()
         self.dirs = {k: self.workdir / k for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-        self.trainer_dir = self.workdir / BENCH_MODULE
+        # one folder per schedule: runs of different schedules never replace each other's trainer module
+        self.trainer_dir = self.workdir / BENCH_MODULE / schedule.name
         self.logs = self.workdir / "logs"
         self.records = self.workdir / "rows"
         self.dry = args.dry_run
@@ -799,8 +800,7 @@ class Bench:
         out = Path(self.args.out).resolve()
         files = write_report(out, records, prep, meta, s, self.workdir)
         module = self.trainer_dir / f"{BENCH_MODULE}.py"
-        # the work folder holds the module of the schedule that ran last; copy it only if it is this schedule's
-        if module.is_file() and f"{s.suffix}(" in module.read_text():
+        if module.is_file():
             shutil.copyfile(module, files["raw_dir"] / module.name)
         self.say(f"report: {out}")
         if failed:
@@ -956,14 +956,10 @@ def _mean_std(values: List[float]):
 def per_case_values(summary: dict, metric: str, label: Optional[str] = None) -> List[Optional[float]]:
     """Per-case values of one label, or (label None) the mean over the foreground labels of each case
     (finite values only; None when no label is finite)."""
-    out = []
-    for case in summary["metric_per_case"]:
-        if label is not None:
-            out.append(case["metrics"][label][metric])
-            continue
-        vals = [m[metric] for m in case["metrics"].values() if m[metric] is not None and math.isfinite(m[metric])]
-        out.append(sum(vals) / len(vals) if vals else None)
-    return out
+    from nnunetv2_mn.evaluation.compare import case_foreground_mean
+
+    return [case["metrics"][label][metric] if label is not None else case_foreground_mean(case, metric)
+            for case in summary["metric_per_case"]]
 
 
 def metric_cell(summary: dict, metric: str, label: Optional[str] = None, digits: int = 3) -> str:
@@ -1120,7 +1116,7 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
                for i in meta.get("invocations", [meta])] + [""]
     L += ["## Reproduce", "", "```bash", _short(meta.get("command", ""), workdir), "```", "",
           f"with `WORKDIR={workdir}`. What it runs (`nnUNet_raw`, `nnUNet_preprocessed`, `nnUNet_results` = "
-          f"`$WORKDIR/nnUNet_*`; `nnUNet_extTrainer` gets `$WORKDIR/{BENCH_MODULE}` appended, where the driver writes "
+          f"`$WORKDIR/nnUNet_*`; `nnUNet_extTrainer` gets `$WORKDIR/{BENCH_MODULE}/{s.name}` appended, where the driver writes "
           f"`{BENCH_MODULE}.py` with one `<Trainer>{s.suffix}` subclass per trainer: the schedule "
           f"`{s.overrides()}`" + (" and, for SegFormer-based trainers, `branch2d_kind='effnet_lite0'`, "
                                    "`branch2d_source=None`" if s.model2d == "effnet_lite0" else "") + "):", "", "```bash"]
@@ -1185,10 +1181,10 @@ def reading_note(records: List[dict]) -> List[str]:
     """A warning when no row learned to segment (the schedule is too short for the comparison to mean anything)."""
     if not records:
         return []
-    best = max(records, key=mean_dice)
-    if mean_dice(best) >= LEARNED_DICE:
+    dice, best = max((mean_dice(r), r["row"]) for r in records)
+    if dice >= LEARNED_DICE:
         return []
-    return [f"**No row learned to segment at this budget** (best mean Dice {mean_dice(best):.3f}, row `{best['row']}`; "
+    return [f"**No row learned to segment at this budget** (best mean Dice {dice:.3f}, row `{best}`; "
             f"threshold {LEARNED_DICE}). This run checks that every row goes through the stock commands end to end and "
             "measures its wall time; its Dice differences are those of untrained networks and say nothing about the "
             "methods. Compare methods on a longer schedule.", ""]

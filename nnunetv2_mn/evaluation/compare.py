@@ -11,14 +11,19 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 
+def case_foreground_mean(case: dict, metric: str) -> Optional[float]:
+    """Mean of `metric` over the labels of one `metric_per_case` entry where it is finite; None if none is."""
+    vals = [m[metric] for m in case["metrics"].values() if m[metric] is not None and math.isfinite(m[metric])]
+    return float(np.mean(vals)) if vals else None
+
+
 def per_case_foreground_mean(summary: dict, metric: str) -> Dict[str, float]:
-    """{case: mean of `metric` over the labels where it is finite} from an `evaluate_folder` summary;
-    cases with no finite value are left out."""
+    """{case: `case_foreground_mean`} from an `evaluate_folder` summary; cases with no finite value left out."""
     out = {}
     for case in summary["metric_per_case"]:
-        vals = [m[metric] for m in case["metrics"].values() if m[metric] is not None and math.isfinite(m[metric])]
-        if vals:
-            out[os.path.basename(case["prediction_file"])] = float(np.mean(vals))
+        value = case_foreground_mean(case, metric)
+        if value is not None:
+            out[os.path.basename(case["prediction_file"])] = value
     return out
 
 

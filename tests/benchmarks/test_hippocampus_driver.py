@@ -251,8 +251,8 @@ def test_report_only_rewrites_the_report_from_the_work_folder(tmp_path, capsys):
     inv = [{"started": f"t{i}", "finished": f"u{i}", "command": f"python hippocampus.py --rows r{i}",
             "machine": {"cpu": "Test CPU", "loadavg_start": [1.0], "loadavg_end": [2.0]}} for i in range(2)]
     (rows / "invocations.json").write_text(json.dumps(inv))
-    module = work / hb.BENCH_MODULE / f"{hb.BENCH_MODULE}.py"  # written by a later run of another schedule
-    module.parent.mkdir()
+    module = work / hb.BENCH_MODULE / "e20i10v1no" / f"{hb.BENCH_MODULE}.py"  # a run of another schedule
+    module.parent.mkdir(parents=True)
     module.write_text("class nnUNetTrainer_benche20i10v1no(_BenchSchedule, nnUNetTrainer):\n    pass\n")
     assert hb.main(args) == 0
     assert not (out.parent / "bench_raw" / module.name).exists()  # not this schedule's module: not copied
