@@ -53,7 +53,7 @@ def test_mn_phases_match_the_trainer():
 def test_cpu_schedule_arithmetic():
     s = hb.SCHEDULES["cpu"]
     c = hb.CPU_COST
-    assert (s.num_epochs, s.iterations, s.val_iterations, s.tta) == (8, 6, 1, False)
+    assert (s.num_epochs, s.iterations, s.val_iterations, s.tta) == (40, 25, 5, False)
     # nnU-Net baseline: start-up + steps + validation + per-epoch overhead; prediction of 40 cases; evaluation
     base = hb.estimate_row({"family": "nnunet"}, s, 40)
     assert base["train"] == pytest.approx(c["train_start"] + 48 * c["3d_train"] + 8 * c["3d_forward"] + 8 * c["epoch"])
