@@ -8,7 +8,12 @@ nonzero, normalisation with the plans' intensity statistics, resampling). `_seg.
 (0 inside, -1 outside) and the `.pkl` has no `class_locations`: never use them as supervision.
 
 `unlabeled_manifest.json` in the output folder records the raw files (size, mtime) of each case and a hash of the
-preprocessing-relevant plans; a rerun only preprocesses new or changed cases and removes vanished ones.
+preprocessing-relevant plans; a rerun only preprocesses new or changed cases and removes vanished ones. The manifest
+says `"complete": true` only after a run that preprocessed every case; the trainers refuse anything else
+(`check_preprocessed_unlabeled`).
+
+Before anything is written, the raw images are checked (`nnunetv2_mn.data.validation`): damaged or truncated files,
+cases that are labelled cases (same name or same voxel data), spacing or orientation unlike the labelled images.
 """
 import argparse
 import hashlib
@@ -17,19 +22,21 @@ import multiprocessing
 import os
 import re
 from time import sleep
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 from batchgenerators.utilities.file_and_folder_operations import load_json, save_json, subfiles
 
+from nnunetv2_mn.data.validation import ImageDigests, UnlabeledDataError, check_geometry, check_not_labeled
 from nnunetv2_mn.paths import UNLABELED_RAW_FOLDER, unlabeled_preprocessed_dir, unlabeled_raw_dir
 
 MANIFEST = "unlabeled_manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 OUTPUT_SUFFIXES = (".b2nd", "_seg.b2nd", ".pkl")
+#: set to 1 to train on an incomplete or stale set of preprocessed unlabelled cases anyway
+ALLOW_PARTIAL_ENV = "nnUNet_MN_allow_partial_unlabeled"
 
-
-class UnlabeledDataError(RuntimeError):
-    """Something about the data set or its unlabelled images that the user has to fix."""
+__all__ = ["UnlabeledDataError", "MANIFEST", "preprocess_unlabeled", "get_unlabeled_preprocessed_folder",
+           "list_unlabeled_cases", "check_preprocessed_unlabeled", "plans_fingerprint"]
 
 
 # ----------------------------------------------------------------------------------------------------- lookups
@@ -145,11 +152,11 @@ def _file_state(files: List[str]) -> Dict[str, dict]:
 
 
 def plans_fingerprint(plans_manager, configuration_manager, dataset_json: dict) -> str:
-    """Hash of everything in the plans that changes the preprocessed arrays."""
+    """Hash of everything in the plans that changes the preprocessed arrays (not the network, batch or patch size:
+    nnU-Net's ResEnc presets share the data folder of the default plans, and so do their unlabelled cases)."""
     c = configuration_manager.configuration
     keys = ("data_identifier", "preprocessor_name", "spacing", "normalization_schemes", "use_mask_for_norm",
-            "resampling_fn_data", "resampling_fn_data_kwargs", "resampling_fn_seg", "resampling_fn_seg_kwargs",
-            "patch_size")
+            "resampling_fn_data", "resampling_fn_data_kwargs", "resampling_fn_seg", "resampling_fn_seg_kwargs")
     relevant = {"configuration": {k: c.get(k) for k in keys},
                 "transpose_forward": plans_manager.transpose_forward,
                 "image_reader_writer": plans_manager.plans.get("image_reader_writer"),
@@ -196,6 +203,68 @@ def _plan_work(cases: Dict[str, dict], manifest: dict, fingerprint: str, output_
         (unchanged if same else todo).append(case)
     present = set(list_unlabeled_cases(output_folder)) | set(manifest.get("cases", {}))
     return todo, unchanged, sorted(present - set(cases))
+
+
+def _raw_case_problems(manifest: dict, raw_dataset_dir: Optional[str], dataset_json: Optional[dict]) -> List[str]:
+    """Raw unlabelled cases that are not preprocessed, or changed since (skipped when the raw folder is absent)."""
+    if not raw_dataset_dir or dataset_json is None or not os.path.isdir(raw_dataset_dir):
+        return []
+    try:
+        raw_cases = find_unlabeled_images(raw_dataset_dir, dataset_json, "imagesTs" in manifest.get("source_folders", []))
+    except UnlabeledDataError:
+        return []  # no raw unlabelled images here (e.g. removed after preprocessing): nothing to compare with
+    recorded = manifest.get("cases", {})
+    new = sorted(set(raw_cases) - set(recorded))
+    changed = sorted(c for c in raw_cases if c in recorded
+                     and recorded[c].get("files") != _file_state(raw_cases[c]["images"]))
+    problems = []
+    if new:
+        problems.append(f"{len(new)} unlabelled case(s) in {raw_dataset_dir} are not preprocessed: {new[:5]}")
+    if changed:
+        problems.append(f"{len(changed)} raw unlabelled case(s) changed after preprocessing: {changed[:5]}")
+    return problems
+
+
+def unlabeled_state_problems(folder: str, identifiers: Sequence[str], raw_dataset_dir: Optional[str] = None,
+                             dataset_json: Optional[dict] = None) -> List[str]:
+    """Why the preprocessed unlabelled cases in `folder` are not the complete, current set (empty list: they are)."""
+    manifest = _load_manifest(folder)
+    if not manifest:
+        return [f"{folder} has no {MANIFEST}: it was not written by nnUNetv2_mn_preprocess_unlabeled, or that run "
+                f"was stopped before it started"]
+    problems = []
+    recorded = set(manifest.get("cases", {}))
+    if not manifest.get("complete"):
+        problems.append(f"the last nnUNetv2_mn_preprocess_unlabeled run did not finish (failed or interrupted): "
+                        f"{len(recorded)} of {manifest.get('num_cases', '?')} case(s) are preprocessed")
+    if recorded != set(identifiers):
+        extra, missing = sorted(set(identifiers) - recorded), sorted(recorded - set(identifiers))
+        problems.append(f"the cases in the folder differ from {MANIFEST}: not recorded {extra[:5]}, "
+                        f"missing {missing[:5]}")
+    return problems + _raw_case_problems(manifest, raw_dataset_dir, dataset_json)
+
+
+def check_preprocessed_unlabeled(folder: str, identifiers: Sequence[str], fingerprint: str, plans_label: str,
+                                 fix: str, raw_dataset_dir: Optional[str] = None, dataset_json: Optional[dict] = None,
+                                 warn=print) -> None:
+    """Before training: the unlabelled cases must be preprocessed with these plans, completely and from the
+    current raw files. A partial or stale set is used only when the user sets ALLOW_PARTIAL_ENV=1 (a warning)."""
+    recorded = _load_manifest(folder).get("plans_fingerprint")
+    if recorded is not None and recorded != fingerprint:
+        raise UnlabeledDataError(f"The unlabelled cases in {folder} were preprocessed with other plans than "
+                                 f"{plans_label} now has (spacing, normalisation or resampling changed). Preprocess "
+                                 f"them again:\n{fix}")
+    problems = unlabeled_state_problems(folder, identifiers, raw_dataset_dir, dataset_json)
+    if not problems:
+        return
+    text = "; ".join(problems)
+    if os.environ.get(ALLOW_PARTIAL_ENV, "").strip() == "1":
+        warn(f"WARNING: training on {len(identifiers)} preprocessed unlabelled case(s) although {text} "
+             f"({ALLOW_PARTIAL_ENV}=1).")
+        return
+    raise UnlabeledDataError(f"The preprocessed unlabelled cases in {folder} are not a complete, current set: {text}. "
+                             f"Run the preprocessing again (it only redoes what is missing or changed):\n{fix}\n"
+                             f"(To train on this partial set anyway: export {ALLOW_PARTIAL_ENV}=1.)")
 
 
 # ----------------------------------------------------------------------------------------------------- workers
@@ -263,13 +332,14 @@ def _preprocess_configuration(dataset_name: str, cases: Dict[str, dict], plans_m
     fingerprint = plans_fingerprint(plans_manager, cm, dataset_json)
     manifest = _load_manifest(out)
     todo, unchanged, removed = _plan_work(cases, manifest, fingerprint, out)
-    for case in removed + todo:
-        _remove_case(out, case)
     entries = {c: manifest["cases"][c] for c in unchanged}
     new_manifest = {"format_version": MANIFEST_VERSION, "dataset": dataset_name, "plans_identifier": plans_identifier,
                     "configuration": configuration, "data_identifier": cm.data_identifier,
-                    "plans_fingerprint": fingerprint,
+                    "plans_fingerprint": fingerprint, "complete": False, "num_cases": len(cases),
                     "source_folders": sorted({v["folder"] for v in cases.values()}), "cases": entries}
+    _save_manifest(out, {**new_manifest, "cases": dict(sorted(entries.items()))})  # incomplete until the end
+    for case in removed + todo:
+        _remove_case(out, case)
     if verbose:
         print(f"{configuration}: {len(todo)} to preprocess, {len(unchanged)} unchanged, {len(removed)} removed "
               f"-> {out}")
@@ -284,22 +354,63 @@ def _preprocess_configuration(dataset_name: str, cases: Dict[str, dict], plans_m
             nproc = min(num_processes, len(jobs))
             runner = _run_pool(jobs, nproc, bar) if nproc > 1 else _run_inline(jobs, bar)
             for case in runner:
-                entries[case] = {"folder": cases[case]["folder"], "files": cases[case]["files_state"]}
+                entries[case] = {"folder": cases[case]["folder"], "files": cases[case]["files_state"],
+                                 "digest": cases[case].get("digest")}
+        new_manifest["complete"] = sorted(entries) == sorted(cases)
     finally:
         new_manifest["cases"] = dict(sorted(entries.items()))
         _save_manifest(out, new_manifest)
     return {"output_folder": out, "processed": sorted(todo), "unchanged": sorted(unchanged), "removed": removed}
 
 
+def _labeled_cases(raw_dataset_dir: str, dataset_json: dict) -> Dict[str, List[str]]:
+    folder = os.path.join(raw_dataset_dir, "imagesTr")
+    if not os.path.isdir(folder):
+        return {}
+    return _case_files(folder, dataset_json["file_ending"], dataset_json["channel_names"])
+
+
+def validate_raw_cases(raw_dataset_dir: str, cases: Dict[str, dict], dataset_json: dict, reader_writer_class,
+                       cache_folder: Optional[str], accept_geometry: bool = False, verbose: bool = True) -> None:
+    """Stop before preprocessing on damaged files, label leaks (name or voxel data of an imagesTr case) and, unless
+    `accept_geometry`, spacing/orientation unlike the labelled images. Stores each case's voxel digest in `cases`."""
+    labeled = _labeled_cases(raw_dataset_dir, dataset_json)
+    unlabeled = {case: info["images"] for case, info in cases.items()}
+    check_not_labeled(unlabeled, labeled)
+    digests = ImageDigests(cache_folder, reader_writer_class)
+    try:
+        for case, files in unlabeled.items():
+            cases[case]["digest"] = digests.case_digest(files)
+        check_not_labeled(unlabeled, labeled, digests.case_digest)
+    finally:
+        digests.save()
+    problems = check_geometry(unlabeled, labeled, accept=accept_geometry)
+    if problems and verbose:
+        print(f"WARNING (accepted with --accept_geometry): {len(problems)} unlabelled image(s) differ in geometry "
+              f"from the labelled images:\n  " + "\n  ".join(problems))
+
+
+def _mark_incomplete(dataset_name: str, plans_manager, configurations: Sequence[str]) -> None:
+    """After a failed check, an earlier complete output folder must not look current to the trainer."""
+    from nnunetv2.paths import nnUNet_preprocessed
+    for c in configurations:
+        out = unlabeled_preprocessed_dir(os.path.join(nnUNet_preprocessed.require(), dataset_name),
+                                         plans_manager.get_configuration(c).data_identifier)
+        manifest = _load_manifest(out)
+        if manifest.get("complete"):
+            _save_manifest(out, {**manifest, "complete": False})
+
+
 def preprocess_unlabeled(dataset: Union[str, int], configurations: Sequence[str] = ("3d_fullres",),
                          plans_identifier: str = "nnUNetPlans", num_processes: int = 2,
-                         include_imagesTs: bool = False, verbose: bool = True) -> Dict[str, dict]:
+                         include_imagesTs: bool = False, verbose: bool = True,
+                         accept_geometry: bool = False) -> Dict[str, dict]:
     """Preprocess imagesUnlabeled/ (and imagesTs/ if include_imagesTs: transductive) with the data set's plans.
 
     Returns {configuration: {'output_folder', 'processed', 'unchanged', 'removed'}}. Configurations that share a
     data_identifier (3d_fullres, 3d_cascade_fullres) are processed once.
     """
-    from nnunetv2.paths import nnUNet_raw
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
     configurations = list(configurations)
     name = _dataset_name(dataset)
     plans_manager, dataset_json = _load_plans(name, plans_identifier, configurations)
@@ -311,6 +422,12 @@ def preprocess_unlabeled(dataset: Union[str, int], configurations: Sequence[str]
         folders = sorted({v["folder"] for v in cases.values()})
         print(f"{name}: {len(cases)} unlabelled case(s) from {', '.join(os.path.join(raw, f) for f in folders)}"
               + (" (transductive: imagesTs included)" if include_imagesTs else ""))
+    try:
+        validate_raw_cases(raw, cases, dataset_json, plans_manager.image_reader_writer_class,
+                           os.path.join(nnUNet_preprocessed.require(), name), accept_geometry, verbose)
+    except UnlabeledDataError:
+        _mark_incomplete(name, plans_manager, configurations)
+        raise
     results, done_identifiers = {}, {}
     for c in configurations:
         data_identifier = plans_manager.get_configuration(c).data_identifier
@@ -332,13 +449,16 @@ def _parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("-np", type=int, default=2, help="worker processes (default: 2)")
     p.add_argument("--include_imagesTs", action="store_true",
                    help="also preprocess imagesTs/ as unlabelled data (transductive setting)")
+    p.add_argument("--accept_geometry", action="store_true",
+                   help="preprocess unlabelled images whose spacing or orientation differs from the labelled images "
+                        "(a warning lists them instead of an error)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> None:
     a = _parse_args(argv)
     try:
-        results = preprocess_unlabeled(a.d, a.c, a.p, a.np, a.include_imagesTs)
+        results = preprocess_unlabeled(a.d, a.c, a.p, a.np, a.include_imagesTs, accept_geometry=a.accept_geometry)
     except UnlabeledDataError as e:
         raise SystemExit(f"ERROR: {e}")
     for c, r in results.items():
