@@ -1,6 +1,6 @@
 """`nnUNetv2_mn_doctor`: check that nnunetv2-mn can train here, and say how to fix what cannot.
 
-    nnUNetv2_mn_doctor [--trainer NAME ...] [--2d_model KIND[:SOURCE]]
+    nnUNetv2_mn_doctor [--trainer NAME ...] [--2d_model KIND[:SOURCE]] [-d DATASET [-p PLANS] [-c CONFIGURATION]]
 
 One line per check (OK / WARN / INFO / FAIL), followed by the fix for each problem. Exit code 1 if any check
 FAILs. Every check is a small function returning a `CheckResult`, so tests (and other tools) can call them alone.
@@ -159,28 +159,46 @@ def default_segformer_source(environ=None) -> Tuple[str, str]:
     return DEFAULT_SEGFORMER, "nnUNetTrainerMN's default"
 
 
-def segformer_fix(source: str) -> str:
-    return (f"on a machine with internet: hf download {DEFAULT_SEGFORMER} --local-dir DIR\n"
+def segformer_fix(source: str, origin: str = "") -> str:
+    if origin == f"from {ENV_2D_MODEL}":
+        first = (f"{ENV_2D_MODEL}={source} is the failing source: point it at a `save_pretrained` directory, "
+                 f"or unset it to use {DEFAULT_SEGFORMER}\n")
+    else:
+        first = ""
+    return (first + f"on a machine with internet: hf download {DEFAULT_SEGFORMER} --local-dir DIR\n"
             f"  (older huggingface_hub: huggingface-cli download {DEFAULT_SEGFORMER} --local-dir DIR),\n"
             f"copy DIR here, then: export {ENV_2D_MODEL}=DIR\n"
             f"or train with -tr {OFFLINE_TRAINER} (its ImageNet weights ship with pip; works offline)")
 
 
+#: the fine-tuning strategy of the trainer that uses each 2D model kind by default
+KIND_TRAINERS = {"segformer": "nnUNetTrainerMN", "hf": "nnUNetTrainerMN", "resunet": "nnUNetTrainerMN_ResUNet",
+                 "effnet_lite0": "nnUNetTrainerMN_EffNetLite0"}
+
+
+def trainer_finetune(kind: str) -> str:
+    """`branch2d_finetune` of the trainer that uses `kind` (EfficientNet-Lite0: 'whole', SegFormer: 'lora')."""
+    import nnunetv2_mn.training.variants as variants
+    return getattr(variants, KIND_TRAINERS[kind]).branch2d_finetune if kind in KIND_TRAINERS else "decoder"
+
+
 def check_2d_model(kind: str, source: Optional[str] = None, required: bool = True,
                    origin: str = "") -> CheckResult:
-    """Build the 2D model from local files only (`check_branch2d_offline`). Not `required`: a failure is a WARN."""
+    """Build the 2D model from local files only (`check_branch2d_offline`) with its trainer's fine-tuning.
+    Not `required`: a failure is a WARN."""
     label = f"2D model {kind}"
     shown = f"{kind} from {source!r}" if source else f"{kind} (packaged default)"
     try:
         from nnunetv2_mn.models2d.registry import check_branch2d_offline
-        ok, message = check_branch2d_offline(kind, source)
+        ok, message = check_branch2d_offline(kind, source, trainer_finetune(kind))
     except Exception as e:  # unknown kind, broken import
         ok, message = False, f"{type(e).__name__}: {e}"
     if ok:
         return CheckResult(label, OK, f"{shown} loads offline{' (' + origin + ')' if origin else ''}: "
                                       f"{message.removeprefix('OK: ')}")
     status = FAIL if required else WARN
-    fix = segformer_fix(source or DEFAULT_SEGFORMER) if kind in ("segformer", "hf") else _first_lines(message, 6)
+    fix = segformer_fix(source or DEFAULT_SEGFORMER, origin) if kind in ("segformer", "hf") \
+        else _first_lines(message, 6)
     summary = (message.strip().splitlines() or [""])[0]
     where = f" ({origin})" if origin else ""
     return CheckResult(label, status, f"{shown}{where} does not load offline: {summary}", fix)
@@ -197,7 +215,9 @@ def parse_2d_model(value: str) -> Tuple[str, Optional[str]]:
     return kind.strip(), (source.strip() or None)
 
 
-def build_checks(trainers: Sequence[str], model2d: Optional[str]) -> List[Callable[[], CheckResult]]:
+def build_checks(trainers: Sequence[str], model2d: Optional[str], dataset: Optional[str] = None,
+                 plans_identifier: str = "nnUNetPlans", configuration: str = "3d_fullres"
+                 ) -> List[Callable[[], CheckResult]]:
     checks = [check_nnunet_version, *[lambda n=n: check_path_var(n) for n in PATH_VARS], check_ext_trainer,
               check_torch_stack, *[lambda t=t: check_trainer(t) for t in trainers], check_cuda]
     if model2d:
@@ -208,8 +228,12 @@ def build_checks(trainers: Sequence[str], model2d: Optional[str]) -> List[Callab
         checks.append(lambda: check_2d_model(kind, source, required=True, origin=origin))
     else:
         source, origin = default_segformer_source()
-        checks.append(lambda: check_2d_model("segformer", source, required=False, origin=origin))
+        explicit = origin == f"from {ENV_2D_MODEL}"  # a setting that cannot load is an error, not a warning
+        checks.append(lambda: check_2d_model("segformer", source, required=explicit, origin=origin))
         checks.append(lambda: check_2d_model("effnet_lite0", None, required=True))
+    if dataset is not None:
+        from nnunetv2_mn.cli.doctor_dataset import dataset_checks
+        checks += dataset_checks(dataset, plans_identifier, configuration)
     return checks
 
 
@@ -244,13 +268,19 @@ def _parse_args(argv=None) -> argparse.Namespace:
                    help="check only this 2D model, and FAIL if it does not load offline: KIND is segformer, hf, "
                         "resunet or effnet_lite0; SOURCE a hub id, directory or weights file (default: SegFormer "
                         f"from ${ENV_2D_MODEL} or {DEFAULT_SEGFORMER} as a WARN, plus effnet_lite0)")
+    p.add_argument("-d", dest="dataset", default=None, metavar="DATASET",
+                   help="also check this data set end to end without training: raw layout, unlabelled images, "
+                        "preprocessing state, label values, channel count")
+    p.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier for -d (default: nnUNetPlans)")
+    p.add_argument("-c", dest="configuration", default="3d_fullres",
+                   help="configuration for -d (default: 3d_fullres)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = _parse_args(argv)
     print("nnUNetv2_mn_doctor: checking nnunetv2-mn (takes ~20 s: it imports nnU-Net's trainers)", flush=True)
-    results = run_checks(build_checks(args.trainer, args.model2d))
+    results = run_checks(build_checks(args.trainer, args.model2d, args.dataset, args.plans, args.configuration))
     failed = [r for r in results if r.failed]
     warned = [r for r in results if r.status == WARN]
     if failed:

@@ -41,14 +41,14 @@ def build_branch2d(kind: str, num_classes: int, finetune: str = "lora", source: 
     return cls(num_classes, finetune, source=source, **kwargs)
 
 
-def check_branch2d_offline(kind: str, source: Optional[str] = None) -> Tuple[bool, str]:
-    """Try to build the branch from local files only. Returns (ok, message); the message of a failure
-    says how to provide the model."""
+def check_branch2d_offline(kind: str, source: Optional[str] = None, finetune: str = "decoder") -> Tuple[bool, str]:
+    """Try to build the branch from local files only, with the fine-tuning strategy the trainer uses. Returns
+    (ok, message); the message of a failure says how to provide the model."""
     from .loading import Pretrained2DModelNotFound
 
     kwargs = {"local_files_only": True} if kind in HF_KINDS else {}
     try:
-        branch = build_branch2d(kind, 2, finetune="decoder", source=source, **kwargs)
+        branch = build_branch2d(kind, 2, finetune=finetune, source=source, **kwargs)
     except Pretrained2DModelNotFound as e:
         return False, str(e)
     except Exception as e:  # a file that is there but is not a usable model

@@ -53,6 +53,12 @@ def make_trainer(preprocessed, cls=None, plans_name="nnUNetPlans"):
     return trainer
 
 
+@pytest.fixture(scope="session")
+def new_trainer():
+    """new_trainer(preprocessed, cls=None, plans_name='nnUNetPlans'): see `make_trainer`."""
+    return make_trainer
+
+
 @pytest.fixture
 def trainer_refuses():
     """trainer_refuses(preprocessed, match): the trainer's start-up check stops with a message matching `match`."""
