@@ -5,10 +5,11 @@ nnU-Net's 3D network g (from the plans, trained from scratch):
 
 * stage 1 (first `stage1_fraction` of the epochs, Sec. 2.1): both train on labelled data only,
   L_l = CE + Dice (Eq. 1), the 3D model with nnU-Net's deep supervision, f on slices of the same patches;
-* stage 2 (Sec. 2.2): alternate by epoch. 3D epochs: teacher f (eval, no grad) gives soft pseudo-masks P
+* stage 2 (Sec. 2.2): co-training. 3D-student steps: teacher f (eval, no grad) gives soft pseudo-masks P
   by slice, stacked back to 3D (Eq. 2), student g learns from L_c = b_l/B L_l + b_u/B L_u (Eq. 3-6);
-  2D epochs: the roles swap (Eq. 7-9);
-* b_u follows the current student's learning rate (LRG sampling, Eq. 10-11) unless `sampling` says otherwise.
+  2D-student steps: the roles swap (Eq. 7-9). Who learns when (`stage2_students`: the paper's alternation by
+  epoch, by iteration, or both students in every iteration) is `nnunetv2_mn.mn.cotraining.CoTrainingSchedule`;
+* b_u follows each student's learning rate (LRG sampling, Eq. 10-11) unless `sampling` says otherwise.
 
 Only g is saved as `network_weights`, so the stock predictor, ensembling and find_best_configuration work
 unchanged (Sec. 3.1: only the 3D model predicts). f's trainable weights (LoRA + new head) and its optimizer
@@ -29,12 +30,13 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.utilities.collate_outputs import collate_outputs
 
 from nnunetv2_mn.mn.agreement import hard_dice_agreement
+from nnunetv2_mn.mn.cotraining import CoTrainingSchedule
 from nnunetv2_mn.mn.losses import SoftDiceKLLoss, combine_labeled_unlabeled, downsample_soft_targets
-from nnunetv2_mn.mn.schedules import StagedCosineLR
+from nnunetv2_mn.mn.lr_schedules import StagedCosineLR, StagedPolyLR
 from nnunetv2_mn.mn.slicing import check_slice_fraction, predict_slices, sample_slice_index, take_slices
 from nnunetv2_mn.models2d import MODEL_SOURCE_ENV, build_branch2d
 from nnunetv2_mn.models2d.registry import HF_KINDS
-from nnunetv2_mn.training.semisupervised import nnUNetTrainerSemiSupervised, unwrap
+from nnunetv2_mn.training.semisupervised import nnUNetTrainerSemiSupervised, sample_class_locations, unwrap
 
 #: environment variable naming a Hugging Face 2D model (hub id or local directory); see `branch2d_source_and_origin`
 ENV_2D_MODEL = MODEL_SOURCE_ENV
@@ -45,19 +47,17 @@ PLANS_KEY_2D_MODEL = "mn_2d_model"
 PLANS_KEY_SLICE_AXIS = "mn_slice_axis"
 
 
-def mn_phase(epoch: int, stage2_start: int, first_student: str = "3d", co_training: bool = True) -> str:
-    """Who learns in `epoch`: 'both' (stage 1), then alternating '3d' / '2d' (stage 2). Without iterative
-    co-training (Table 4, row a) the frozen 2D model is the only teacher: always '3d'."""
-    if epoch < stage2_start:
-        return "both"
-    if not co_training:
-        return "3d"
-    order = ("3d", "2d") if first_student == "3d" else ("2d", "3d")
-    return order[(epoch - stage2_start) % 2]
-
-
 def as_list(output):
     return list(output) if isinstance(output, (list, tuple)) else [output]
+
+
+def merge_step_results(results):
+    """One iteration's values from the steps of its students: a value both give (agreement, b_u) is averaged."""
+    merged = {}
+    for key in dict.fromkeys(k for r in results for k in r):
+        values = [r[key] for r in results if key in r]
+        merged[key] = values[0] if len(values) == 1 else float(np.nanmean(np.asarray(values, dtype=float)))
+    return merged
 
 
 class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
@@ -72,8 +72,11 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
     #: share of each patch's slices the 2D student learns from per step (stage 1 and 2D epochs; a fresh random
     #: subset each step). 1.0 = every slice, as the paper; smaller is cheaper (docs/benchmarks/cost.md)
     student2d_slice_fraction: float = 1.0
-    # ---- schedule (Sec. 2.2, 3.1: 500 of 4000 epochs labelled-only)
+    # ---- schedule (Sec. 2.2, 3.1: 500 of 4000 epochs labelled-only); see nnunetv2_mn.mn.cotraining
     stage1_fraction: float = 0.125
+    #: stage 2: 'pair' = both students learn in every iteration (the 3D network gets nnU-Net's update budget),
+    #: 'epochs' = alternate by epoch (the paper), 'iterations' = alternate by iteration
+    stage2_students: str = "pair"
     first_student: str = "3d"  # the paper's odd (first) stage-2 epochs train the 3D model
     co_training: bool = True
     sampling = "lrg"
@@ -89,6 +92,8 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
     # ---- optimisers: 'nnunet' = nnU-Net's SGD 1e-2 + poly for g, AdamW + poly for f;
     #      'paper' = AdamW for both (1e-4 / 1e-3), warm-up + cosine per stage (Sec. 3.1)
     optimizers: str = "nnunet"
+    #: restart both learning rates at stage 2 (poly per stage with 'nnunet'; the paper's schedule always restarts)
+    stage2_lr_restart: bool = False
     initial_lr_2d: float = 1e-3
     initial_lr_3d_paper: float = 1e-4
     weight_decay_adamw: float = 0.01
@@ -96,13 +101,13 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
 
     log_panels = {
         **nnUNetTrainerSemiSupervised.log_panels,
-        "M&N losses: L_l labelled (Eq. 1), L_u pseudo-masks (Eq. 4)": ["loss_l_3d", "loss_u_3d", "loss_l_2d",
-                                                                        "loss_u_2d"],
+        "M&N losses per model: L_c (Eq. 5) of the 3D and of the 2D model, its L_l (Eq. 1) and L_u (Eq. 4)": [
+            "loss_3d", "loss_2d", "loss_l_3d", "loss_u_3d", "loss_l_2d", "loss_u_2d"],
         "M&N validation pseudo Dice, teacher-student agreement on unlabelled patches": ["dice_3d", "dice_2d",
                                                                                           "agreement"],
         "M&N schedule: stage, which model learns, 2D learning rate": ["stage", "trains_3d", "trains_2d", "lr_2d"],
     }
-    step_log_keys = ("loss_l_3d", "loss_u_3d", "loss_l_2d", "loss_u_2d", "agreement")
+    step_log_keys = ("loss_3d", "loss_2d", "loss_l_3d", "loss_u_3d", "loss_l_2d", "loss_u_2d", "agreement")
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -110,18 +115,29 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
         if self.optimizers not in ("nnunet", "paper"):
             raise ValueError(f"optimizers must be 'nnunet' or 'paper', not {self.optimizers!r}")
         if self.optimizers == "paper":
+            if not self.stage2_lr_restart:
+                raise ValueError("optimizers='paper' is the paper's schedule, which restarts at stage 2: set "
+                                 "stage2_lr_restart = True (or use optimizers='nnunet').")
             self.initial_lr = self.initial_lr_3d_paper
+        self.cotraining  # noqa: B018 - validates the schedule settings before training
         check_slice_fraction(self.student2d_slice_fraction, "student2d_slice_fraction")  # fail before training
         self.slice_axis = int(self.configuration_manager.configuration.get(PLANS_KEY_SLICE_AXIS, self.slice_axis))
         self.branch2d = self.optimizer_2d = self.lr_scheduler_2d = None
         self.grad_scaler_2d = copy.deepcopy(self.grad_scaler)  # a second, independent AMP scaler (None on CPU)
         self.phase = "both"
+        self.iteration = 0  # within the epoch
         self.pseudo_class_locations = None  # identifier -> {class: (n, 4) int16 voxel locations}
 
     # ------------------------------------------------------------------ set-up
     @property
+    def cotraining(self) -> CoTrainingSchedule:
+        """Who learns when (built from the current attributes: a benchmark or a variant may change num_epochs)."""
+        return CoTrainingSchedule(self.num_epochs, self.stage1_fraction, self.stage2_students, self.first_student,
+                                  self.co_training, self.pseudo_mask_refresh_fraction)
+
+    @property
     def unlabeled_start_epoch(self) -> int:
-        return int(round(self.stage1_fraction * self.num_epochs))
+        return self.cotraining.stage2_start
 
     def branch2d_source_and_origin(self) -> Tuple[Optional[str], str]:
         """Where the 2D model's weights come from, first match wins. Hugging Face models ('segformer', 'hf'):
@@ -169,10 +185,14 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
         self.loss_u_3d = DeepSupervisionWrapper(
             SoftDiceKLLoss(self.weight_kl, self.weight_dice_unlabeled, self.configuration_manager.batch_dice), weights)
 
-    def _scheduler(self, optimizer, initial_lr):
+    def make_lr_scheduler(self, optimizer, initial_lr: float):
+        """Both models' schedule: nnU-Net's poly (per stage with `stage2_lr_restart`) or the paper's warm-up +
+        cosine per stage."""
         if self.optimizers == "paper":
             return StagedCosineLR(optimizer, initial_lr, self.unlabeled_start_epoch, self.num_epochs,
                                   int(round(self.warmup_fraction * self.num_epochs)))
+        if self.stage2_lr_restart:
+            return StagedPolyLR(optimizer, initial_lr, self.unlabeled_start_epoch, self.num_epochs)
         return PolyLRScheduler(optimizer, initial_lr, self.num_epochs)
 
     def configure_optimizers(self):
@@ -180,66 +200,56 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
             return super().configure_optimizers()
         optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr,
                                       weight_decay=self.weight_decay_adamw)
-        return optimizer, self._scheduler(optimizer, self.initial_lr)
+        return optimizer, self.make_lr_scheduler(optimizer, self.initial_lr)
 
     def configure_optimizers_2d(self):
         params = [p for p in self.branch2d.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.initial_lr_2d, weight_decay=self.weight_decay_adamw)
-        return optimizer, self._scheduler(optimizer, self.initial_lr_2d)
+        return optimizer, self.make_lr_scheduler(optimizer, self.initial_lr_2d)
 
     # ------------------------------------------------------------------ epoch bookkeeping
-    def student_lr_schedule(self):
-        if self.phase == "2d":
-            return self.initial_lr_2d, self.optimizer_2d.param_groups[0]["lr"], 0.0
-        return super().student_lr_schedule()
+    def student_optimizers(self):
+        return {**super().student_optimizers(), "2d": (self.optimizer_2d, self.initial_lr_2d)}
+
+    def unlabeled_students(self):
+        return ("3d", "2d") if self.co_training else ("3d",)
+
+    def epoch_phase(self) -> str:
+        """'both' (stage 1), '3d' / '2d' (one student this epoch), 'pair' or 'alternate' (both students)."""
+        s, epoch = self.cotraining, self.current_epoch
+        if s.stage(epoch) == 1:
+            return "both"
+        learners = [m for m in ("3d", "2d") if s.learns(m, epoch)]
+        if len(learners) == 1:
+            return learners[0]
+        return "pair" if s.stage2_students == "pair" else "alternate"
 
     def on_train_epoch_start(self):
-        self.phase = mn_phase(self.current_epoch, self.unlabeled_start_epoch, self.first_student, self.co_training)
+        self.phase, self.iteration = self.epoch_phase(), 0
         if self.pseudo_mask_refresh_due():
             self.use_pseudo_class_locations(self.compute_pseudo_class_locations())
         self.lr_scheduler_2d.step(self.current_epoch)
         super().on_train_epoch_start()
-        self.network.train(self.phase in ("both", "3d"))
-        self.branch2d.train(self.phase in ("both", "2d"))
-        stage = 1 if self.phase == "both" else 2
-        for key, value in (("stage", stage), ("trains_3d", int(self.phase != "2d")),
-                           ("trains_2d", int(self.phase != "3d")), ("lr_2d", self.optimizer_2d.param_groups[0]["lr"])):
+        s, epoch = self.cotraining, self.current_epoch
+        for key, value in (("stage", s.stage(epoch)), ("trains_3d", int(s.learns("3d", epoch))),
+                           ("trains_2d", int(s.learns("2d", epoch))), ("lr_2d", self.optimizer_2d.param_groups[0]["lr"])):
             self.logger.log(key, value, self.current_epoch)
-        who = {"both": "3D and 2D, labelled data only", "3d": "3D (teacher: 2D)", "2d": "2D (teacher: 3D)"}
-        self.print_to_log_file(f"M&N stage {stage}, student: {who[self.phase]}")
+        who = {"both": "3D and 2D, labelled data only", "3d": "3D (teacher: 2D)", "2d": "2D (teacher: 3D)",
+               "pair": "3D (teacher: 2D), then 2D (teacher: 3D), in every iteration",
+               "alternate": "3D and 2D in alternate iterations"}
+        self.print_to_log_file(f"M&N stage {s.stage(epoch)}, student: {who[self.phase]}")
 
     # ------------------------------------------------------------------ pseudo-foreground crops (Sec. 3.1)
     def pseudo_mask_refresh_due(self) -> bool:
-        if self.unlabeled_foreground_bias <= 0 or self.current_epoch < self.unlabeled_start_epoch:
-            return False
-        every = max(1, int(round(self.pseudo_mask_refresh_fraction * self.num_epochs)))
-        return self.pseudo_class_locations is None or (self.current_epoch - self.unlabeled_start_epoch) % every == 0
+        return self.unlabeled_foreground_bias > 0 and self.cotraining.refresh_due(
+            self.current_epoch, have_masks=self.pseudo_class_locations is not None)
 
-    @torch.no_grad()
     def compute_pseudo_class_locations(self) -> dict:
-        """Hard pseudo-masks of every unlabelled case from the 3D model (nnU-Net's sliding window on the
-        preprocessed volume, no mirroring) -> foreground locations per class, as nnU-Net samples them."""
-        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-        from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
-
-        predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
-                                    perform_everything_on_device=self.device.type == "cuda", device=self.device,
-                                    verbose=False, verbose_preprocessing=False, allow_tqdm=False)
-        self.set_deep_supervision_enabled(False)
-        self.network.eval()
-        predictor.manual_initialization(self.network, self.plans_manager, self.configuration_manager, None,
-                                        self.dataset_json, self.__class__.__name__,
-                                        self.inference_allowed_mirroring_axes)
-        dataset = self._unlabeled_dataset(self.unlabeled_ids)
-        locations = {}
-        for identifier in self.unlabeled_ids:
-            data = torch.from_numpy(np.asarray(dataset.load_case(identifier)[0]))
-            seg = predictor.predict_sliding_window_return_logits(data).argmax(0, keepdim=True).cpu().numpy()
-            locs = DefaultPreprocessor._sample_foreground_locations(
-                seg, self.label_manager.foreground_labels, seed=self.current_epoch,
-                min_num_samples=self.pseudo_mask_locations_per_class, min_percent_coverage=0.0)
-            locations[identifier] = {c: np.asarray(v, dtype=np.int16) for c, v in locs.items()}
-        self.set_deep_supervision_enabled(self.enable_deep_supervision)
+        """Hard pseudo-masks of every unlabelled case from the 3D model (`predict_unlabeled_cases`) -> foreground
+        locations per class, as nnU-Net samples them."""
+        locations = {identifier: sample_class_locations(seg, self.label_manager.foreground_labels, self.current_epoch,
+                                                        self.pseudo_mask_locations_per_class)
+                     for identifier, _, seg, _ in self.predict_unlabeled_cases()}
         n_fg = sum(any(len(v) for v in loc.values()) for loc in locations.values())
         self.print_to_log_file(f"Pseudo-masks of the 3D model: foreground in {n_fg} of {len(locations)} unlabelled "
                                f"cases; {self.unlabeled_foreground_bias:.0%} of unlabelled crops centred on it")
@@ -275,15 +285,23 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
     def _full_res(target):
         return target[0] if isinstance(target, list) else target
 
-    def semi_supervised_step(self, data_l, target_l, data_u) -> dict:
-        if self.phase == "both":
-            return self.stage1_step(data_l, target_l)
-        if self.phase == "3d":
-            return self.train_3d_student(data_l, target_l, data_u)
-        return self.train_2d_student(data_l, target_l, data_u)
+    def train_step(self, batch: dict) -> dict:
+        """One iteration: stage 1 on the labelled batch, or the iteration's students (`cotraining.students`), each
+        with its own batch composition from the same labelled and unlabelled batches."""
+        students = self.cotraining.students(self.current_epoch, self.iteration)
+        self.iteration += 1
+        if self.cotraining.stage(self.current_epoch) == 1:
+            return {**self.stage1_step(*self.compose_batch(batch, None, 0)[:2]), "b_u": 0, "b_l": self.batch_size}
+        b_u = {m: self.draw_b_u(m) for m in students}
+        batch_u = self.next_unlabeled_batch(*b_u.values())
+        results = [{**getattr(self, f"train_{m}_student")(*self.compose_batch(batch, batch_u, b_u[m])),
+                    "b_u": b_u[m], "b_l": self.batch_size - b_u[m]} for m in students]
+        return merge_step_results(results)
 
     def stage1_step(self, data_l, target_l) -> dict:
         """Eq. (1) for both models on the same labelled batch, each with its own optimizer."""
+        self.network.train()
+        self.branch2d.train()
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
             loss_3d = self._labeled_loss_3d(as_list(self.network(data_l)), target_l)
@@ -294,11 +312,14 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
             loss_2d = self.loss_2d(self.forward_2d(take_slices(data_l, index, axis)),
                                    take_slices(self._full_res(target_l), index, axis))
         self.backward_and_step(loss_2d, self.optimizer_2d, self.branch2d, self.grad_scaler_2d)
-        return {"loss": loss_3d.detach().cpu().numpy(), "loss_l_3d": loss_3d.item(), "loss_l_2d": loss_2d.item()}
+        return {"loss": loss_3d.detach().cpu().numpy(), "loss_3d": loss_3d.item(), "loss_2d": loss_2d.item(),
+                "loss_l_3d": loss_3d.item(), "loss_l_2d": loss_2d.item()}
 
     def train_3d_student(self, data_l, target_l, data_u) -> dict:
         """Eq. (2)-(6): soft pseudo-masks P from the 2D teacher, L_c for the 3D student."""
         b_l, b_u = data_l.shape[0], 0 if data_u is None else data_u.shape[0]
+        self.network.train()
+        self.branch2d.eval()
         if b_u:
             with torch.no_grad(), self.autocast():
                 pseudo_masks = torch.softmax(self.forward_2d(data_u, teacher=True).float(), 1)
@@ -313,7 +334,7 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
                 loss_u = self.loss_u_3d(student_u, downsample_soft_targets(pseudo_masks, [o.shape[2:] for o in student_u]))
             loss = combine_labeled_unlabeled(loss_l, loss_u, b_l, b_u)
         self.backward_and_step(loss, self.optimizer, self.network, self.grad_scaler)
-        return {"loss": loss.detach().cpu().numpy(), "loss_l_3d": loss_l.item() if b_l else np.nan,
+        return {"loss": loss.detach().cpu().numpy(), "loss_3d": loss.item(), "loss_l_3d": loss_l.item() if b_l else np.nan,
                 "loss_u_3d": loss_u.item() if b_u else np.nan,
                 "agreement": hard_dice_agreement(outputs[0][b_l:], pseudo_masks) if b_u else np.nan}
 
@@ -321,6 +342,8 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
         """Eq. (7)-(9): soft pseudo-masks P from the 3D teacher, L_c for the 2D student (slice-wise)."""
         b_l, b_u = data_l.shape[0], 0 if data_u is None else data_u.shape[0]
         x = data_l if not b_u else (data_u if not b_l else torch.cat((data_l, data_u)))
+        self.branch2d.train()
+        self.network.eval()
         index, axis = self.student_slices(x), self.slice_axis
         if b_u:  # the 3D teacher sees the whole patch; the student learns from the sampled slices
             with torch.no_grad(), self.autocast():
@@ -332,7 +355,8 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
             loss_u = self.loss_u_2d(logits[b_l:], pseudo_masks) if b_u else None
             loss = combine_labeled_unlabeled(loss_l, loss_u, b_l, b_u)
         self.backward_and_step(loss, self.optimizer_2d, self.branch2d, self.grad_scaler_2d)
-        return {"loss": loss.detach().cpu().numpy(), "loss_l_2d": loss_l.item() if b_l else np.nan,
+        # nnU-Net's train_losses is the 3D network's: NaN in a step where only the 2D model learns
+        return {"loss": np.float32(np.nan), "loss_2d": loss.item(), "loss_l_2d": loss_l.item() if b_l else np.nan,
                 "loss_u_2d": loss_u.item() if b_u else np.nan,
                 "agreement": hard_dice_agreement(logits[b_l:], pseudo_masks) if b_u else np.nan}
 
@@ -390,4 +414,5 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
         if self.grad_scaler_2d is not None and checkpoint.get("mn_grad_scaler2d_state") is not None:
             self.grad_scaler_2d.load_state_dict(checkpoint["mn_grad_scaler2d_state"])
         self.phase = checkpoint.get("mn_phase", self.phase)
-        self.pseudo_class_locations = checkpoint.get("mn_pseudo_class_locations")
+        from nnunetv2_mn.training.checkpointing import arrays_from_tensors  # saved as tensors (weights_only)
+        self.pseudo_class_locations = arrays_from_tensors(checkpoint.get("mn_pseudo_class_locations"))

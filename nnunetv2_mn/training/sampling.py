@@ -1,11 +1,27 @@
-"""Batch composition rules: of a batch of B, how many samples are unlabelled (b_u) and labelled (b_l = B - b_u).
+"""Batch composition: of a batch of B, how many samples are unlabelled (b_u) and labelled (b_l = B - b_u),
+and which of nnU-Net's labelled samples are kept.
 
-Each rule sees the same `ScheduleState` and returns b_u for the coming epoch. M&N's
-learning-rate-guided rule is Eq. (10)-(11) of the paper; the linear ramp is what the official
-M&N code does; fixed and uniform are the usual baselines (paper Table 4, row b).
+A `SamplingRule` gives the unlabelled share b_u / B of an epoch from a `ScheduleState`; its `rounding` turns
+the share into b_u for each step:
+
+* 'floor': b_u = floor(share * B), Eq. (10) as printed. At nnU-Net's small batches it is coarse: with B = 2 and
+  the poly schedule, LRG gives b_u = 0 for the first ~54 % of training and never reaches 2, and with B = 1 (two
+  GPUs at batch 2) b_u = 0 for the whole run;
+* 'expected': stochastic rounding per step, b_u = floor(share * B) + Bernoulli(frac(share * B)), so that
+  E[b_u] / B equals the share at any B (and equals 'floor' whenever share * B is a whole number).
+
+M&N's learning-rate-guided share is Eq. (10)-(11) of the paper; the linear ramp is what the official M&N code
+does; fixed and uniform are the usual baselines (paper Table 4, row b).
 """
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import List, Sequence
+
+import numpy as np
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+
+ROUNDINGS = ("floor", "expected")
 
 
 @dataclass(frozen=True)
@@ -13,7 +29,7 @@ class ScheduleState:
     epoch: int
     num_epochs: int
     start_epoch: int  # first epoch in which unlabelled data may be used (end of a supervised stage)
-    lr_init: float  # the current student's initial learning rate
+    lr_init: float  # the current student's learning rate at the start of its schedule (or of stage 2)
     lr_now: float  # ... its learning rate in this epoch
     lr_final: float  # ... its learning rate at the end of the schedule
     num_labeled_cases: int
@@ -21,26 +37,54 @@ class ScheduleState:
 
 
 class SamplingRule:
-    """Returns b_u, the number of unlabelled samples in a batch of `batch_size`."""
+    """The unlabelled share of an epoch (`share`) and b_u for one step (`num_unlabeled`)."""
 
     name = "base"
+
+    def __init__(self, rounding: str = "floor"):
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"Unknown rounding {rounding!r} of the sampling rule; choose one of {ROUNDINGS}.")
+        self.rounding = rounding
+
+    @property
+    def description(self) -> str:
+        return f"{self.name} ({self.rounding} rounding)"
 
     def fraction(self, s: ScheduleState) -> float:
         raise NotImplementedError
 
-    def num_unlabeled(self, batch_size: int, s: ScheduleState) -> int:
+    def share(self, s: ScheduleState) -> float:
+        """b_u / B of the epoch in [0, 1]; 0 before `start_epoch` or without unlabelled cases."""
         if s.epoch < s.start_epoch or s.num_unlabeled_cases == 0:
-            return 0
-        frac = min(max(self.fraction(s), 0.0), 1.0)
-        return int(math.floor(frac * batch_size + 1e-9))
+            return 0.0
+        return min(max(self.fraction(s), 0.0), 1.0)
+
+    def round(self, share: float, batch_size: int, rng=np.random) -> int:
+        """b_u of one step for an epoch share (floor: Eq. 10; expected: stochastic rounding)."""
+        x = share * batch_size
+        low = int(math.floor(x + 1e-9))
+        if self.rounding == "floor" or low >= batch_size:
+            return low
+        return low + int(rng.uniform() < x - low)
+
+    def num_unlabeled(self, batch_size: int, s: ScheduleState, rng=np.random) -> int:
+        return self.round(self.share(s), batch_size, rng)
+
+    def max_num_unlabeled(self, batch_size: int, states: Sequence[ScheduleState]) -> int:
+        """The largest b_u this rule can give in any of `states` (0: it never samples unlabelled data)."""
+        shares = [self.share(s) for s in states] or [0.0]
+        if self.rounding == "floor":
+            return max(int(math.floor(x * batch_size + 1e-9)) for x in shares)
+        return max(int(math.ceil(x * batch_size - 1e-9)) for x in shares)
 
 
 class FixedRatio(SamplingRule):
-    """b_u = floor(ratio * B), from `start_epoch` on (UA-MT / Mean Teacher: half and half)."""
+    """b_u / B = ratio from `start_epoch` on (UA-MT / Mean Teacher: half and half)."""
 
     name = "fixed"
 
-    def __init__(self, ratio: float = 0.5):
+    def __init__(self, ratio: float = 0.5, rounding: str = "floor"):
+        super().__init__(rounding)
         self.ratio = ratio
 
     def fraction(self, s):
@@ -67,7 +111,7 @@ class LinearRamp(SamplingRule):
 
 
 class LRGSampling(SamplingRule):
-    """Learning-rate-guided sampling, Eq. (10): b_u = floor((lr_init - lr_now) / (lr_init - lr_final) * B)."""
+    """Learning-rate-guided sampling, Eq. (10): b_u / B = (lr_init - lr_now) / (lr_init - lr_final)."""
 
     name = "lrg"
 
@@ -80,7 +124,32 @@ class LRGSampling(SamplingRule):
 SAMPLING_RULES = {r.name: r for r in (FixedRatio, UniformSampling, LinearRamp, LRGSampling)}
 
 
-def build_sampling_rule(name: str, **kwargs) -> SamplingRule:
+def build_sampling_rule(name: str, rounding: str = "floor", **kwargs) -> SamplingRule:
     if name not in SAMPLING_RULES:
         raise ValueError(f"Unknown sampling rule {name!r}; choose one of {sorted(SAMPLING_RULES)}.")
-    return SAMPLING_RULES[name](**kwargs)
+    return SAMPLING_RULES[name](rounding=rounding, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- labelled samples
+def foreground_forced(batch_size: int, oversample_foreground_percent: float) -> List[bool]:
+    """Which samples of a batch nnU-Net's loader forces to contain foreground (its own rule,
+    `nnUNetDataLoader._oversample_last_XX_percent`: the last ones)."""
+    loader = SimpleNamespace(batch_size=batch_size, oversample_foreground_percent=oversample_foreground_percent)
+    return [bool(nnUNetDataLoader._oversample_last_XX_percent(loader, i)) for i in range(batch_size)]
+
+
+def labeled_sample_indices(b_l: int, forced: Sequence[bool], rng=np.random) -> List[int]:
+    """Which b_l samples of nnU-Net's labelled batch to keep so that the share of foreground-forced samples
+    stays nnU-Net's: the batch's forced share times b_l of them are forced ones (stochastically rounded, so the
+    expected share is exact at any b_l), taken from the end of the batch, the rest from its start. With
+    b_l = B this is the whole batch, as nnU-Net trains it."""
+    batch_size, n_forced = len(forced), int(sum(forced))
+    if not 0 <= b_l <= batch_size:
+        raise ValueError(f"b_l={b_l} must lie in [0, {batch_size}]")
+    x = n_forced / max(1, batch_size) * b_l
+    keep_forced = int(math.floor(x + 1e-9))
+    keep_forced += int(keep_forced < x - 1e-9 and rng.uniform() < x - keep_forced)
+    keep_forced = min(max(keep_forced, b_l - (batch_size - n_forced)), n_forced, b_l)
+    unforced = [i for i, f in enumerate(forced) if not f][:b_l - keep_forced]
+    chosen = [i for i, f in enumerate(forced) if f][n_forced - keep_forced:]
+    return sorted(unforced + chosen)

@@ -9,8 +9,10 @@ from nnunetv2_mn.training.variants import nnUNetTrainerMN, nnUNetTrainerMN_debug
 
 
 class _MNLRG(nnUNetTrainerMN_debug):
+    """LRG with Eq. 10's floor rounding."""
     sampling = "lrg"
     sampling_kwargs = {}
+    sampling_rounding = "floor"
 
 
 def _batch(trainer, b_l, b_u):
@@ -29,16 +31,25 @@ def _changed(before, module):
     return any(not torch.equal(a, b) for a, b in zip(before, [p for p in module.parameters() if p.requires_grad]))
 
 
+def _step(trainer, phase, data_l, target_l, data_u):
+    """One step of a phase: 'both' (stage 1), '3d' or '2d' (that model is the student)."""
+    if phase == "both":
+        return trainer.stage1_step(data_l, target_l)
+    return getattr(trainer, f"train_{phase}_student")(data_l, target_l, data_u)
+
+
 def test_each_phase_trains_only_its_student(make_trainer):
     trainer = make_trainer(nnUNetTrainerMN_debug)
     trainer.initialize()
     data_l, target_l, data_u = _batch(trainer, 1, 1)
     for phase, trains_3d, trains_2d in (("both", True, True), ("3d", True, False), ("2d", False, True)):
-        trainer.phase = phase
         p3, p2 = _params(trainer.network), _params(trainer.branch2d)
-        out = trainer.semi_supervised_step(data_l, target_l, None if phase == "both" else data_u)
+        out = _step(trainer, phase, data_l, target_l, None if phase == "both" else data_u)
         assert _changed(p3, trainer.network) == trains_3d and _changed(p2, trainer.branch2d) == trains_2d
-        assert np.isfinite(out["loss"])
+        # nnU-Net's train_losses is the 3D network's loss; each model's L_c has its own key
+        assert np.isfinite(out["loss"]) == trains_3d
+        assert np.isfinite(out.get("loss_3d", np.nan)) == trains_3d
+        assert np.isfinite(out.get("loss_2d", np.nan)) == trains_2d
         if phase != "both":
             assert np.isfinite(out[f"loss_u_{phase}"])
             assert np.isnan(out["agreement"]) or 0.0 <= out["agreement"] <= 1.0
@@ -63,10 +74,9 @@ def test_2d_student_learns_from_a_subset_of_slices(make_trainer):
     trainer.loss_2d = lambda out, tgt: seen_targets.append(tgt.shape) or loss_2d(out, tgt)
     trainer.loss_u_2d = lambda out, tgt: seen_targets.append(tgt.shape) or loss_u_2d(out, tgt)
     for phase in ("both", "2d"):
-        trainer.phase = phase
         p2 = _params(trainer.branch2d)
-        out = trainer.semi_supervised_step(data_l, target_l, None if phase == "both" else data_u)
-        assert np.isfinite(out["loss"]) and _changed(p2, trainer.branch2d)
+        out = _step(trainer, phase, data_l, target_l, None if phase == "both" else data_u)
+        assert np.isfinite(out["loss_2d"]) and _changed(p2, trainer.branch2d)
     assert seen_2d == [k, 2 * k]  # stage 1: one labelled patch; 2D epoch: labelled + unlabelled patch
     assert all(s == tuple(trainer.configuration_manager.patch_size) for s in seen_3d)
     assert [t[2 + trainer.slice_axis] for t in seen_targets] == [k, k, k]
@@ -78,8 +88,7 @@ def test_2d_student_learns_from_a_subset_of_slices(make_trainer):
     trainer.forward_2d = lambda x, teacher=False: fed.append(x) or nnUNetTrainerMN.forward_2d(trainer, x, teacher)
     got = []
     trainer.loss_2d = lambda out, tgt: got.append(tgt) or loss_2d(out, tgt)
-    trainer.phase = "both"
-    trainer.semi_supervised_step(data_l, target_l, None)
+    trainer.stage1_step(data_l, target_l)
     axis = trainer.slice_axis
     assert torch.equal(fed[-1], data_l.index_select(2 + axis, index))
     assert torch.equal(got[-1], target_l[0].index_select(2 + axis, index))
@@ -92,7 +101,7 @@ def test_student_slice_fraction_is_checked(make_trainer):
         make_trainer(Bad)
 
 
-def test_lrg_uses_the_current_students_learning_rate(make_trainer):
+def test_lrg_uses_each_students_learning_rate(make_trainer):
     trainer = make_trainer(_MNLRG)
     trainer.initialize()
     trainer.num_labeled_cases, trainer.num_unlabeled_cases = 5, 4
@@ -101,13 +110,74 @@ def test_lrg_uses_the_current_students_learning_rate(make_trainer):
     for epoch in range(trainer.num_epochs):
         trainer.current_epoch = epoch
         trainer.on_train_epoch_start()
-        lr = (trainer.optimizer_2d if trainer.phase == "2d" else trainer.optimizer).param_groups[0]["lr"]
-        init = trainer.initial_lr_2d if trainer.phase == "2d" else trainer.initial_lr
-        expected = 0 if trainer.phase == "both" else int(np.floor((init - lr) / init * 10 + 1e-9))
-        assert trainer.b_u == expected
-        seen[epoch] = (trainer.phase, trainer.b_u)
+        for model, opt, init in (("3d", trainer.optimizer, trainer.initial_lr),
+                                 ("2d", trainer.optimizer_2d, trainer.initial_lr_2d)):
+            lr = opt.param_groups[0]["lr"]
+            share = 0.0 if trainer.phase == "both" else (init - lr) / init
+            assert trainer.unlabeled_shares[model] == pytest.approx(share)
+        student = "2d" if trainer.phase == "2d" else "3d"
+        b_u = trainer.draw_b_u(student)
+        assert b_u == int(np.floor(trainer.unlabeled_shares[student] * 10 + 1e-9))  # floor rounding: Eq. 10
+        seen[epoch] = (trainer.phase, b_u)
     assert [p for p, _ in seen.values()] == ["both", "3d", "2d", "3d"]
     assert seen[3][1] > seen[1][1] > 0
+
+
+def _fixed_unlabeled_share(trainer, share):
+    trainer.unlabeled_shares = {"3d": share, "2d": share}
+
+
+def test_default_stage2_trains_both_students_in_every_iteration(make_trainer):
+    """stage2_students='pair': each stage-2 iteration is a 3D-student step and then a 2D-student step, each with
+    its own b_u drawn from its own learning rate's share, from the same labelled and unlabelled batches; the 3D
+    network takes one optimizer step per iteration, as in nnU-Net."""
+    from nnunetv2_mn.training.variants import nnUNetTrainerMN_debugPair
+
+    trainer = make_trainer(nnUNetTrainerMN_debugPair)
+    trainer.on_train_start()
+    try:
+        trainer.current_epoch = trainer.unlabeled_start_epoch
+        trainer.on_train_epoch_start()
+        assert trainer.phase == "pair"
+        calls = []
+        for name in ("train_3d_student", "train_2d_student", "stage1_step"):
+            method = getattr(trainer, name)
+            setattr(trainer, name, lambda *a, _m=method, _n=name: calls.append((_n, a[0].shape[0])) or _m(*a))
+        steps3, steps2 = [], []
+        trainer.optimizer.register_step_post_hook(lambda *a: steps3.append(1))
+        trainer.optimizer_2d.register_step_post_hook(lambda *a: steps2.append(1))
+        for _ in range(3):
+            out = trainer.train_step(next(trainer.dataloader_train))
+            assert np.isfinite(out["loss"]) and np.isfinite(out["loss_3d"]) and np.isfinite(out["loss_2d"])
+        assert [c[0] for c in calls] == ["train_3d_student", "train_2d_student"] * 3
+        assert len(steps3) == len(steps2) == 3
+    finally:
+        trainer.on_train_end()
+
+
+def test_the_paper_and_per_iteration_alternation(make_trainer):
+    from nnunetv2_mn.training.variants import nnUNetTrainerMN_debug
+
+    class PerIteration(nnUNetTrainerMN_debug):
+        stage2_students = "iterations"
+
+    for cls, expected in ((nnUNetTrainerMN_debug, ["train_3d_student"] * 3 + ["train_2d_student"] * 3),
+                          (PerIteration, ["train_3d_student", "train_2d_student", "train_3d_student"] * 2)):
+        trainer = make_trainer(cls)
+        trainer.on_train_start()
+        try:
+            calls = []
+            for name in ("train_3d_student", "train_2d_student"):
+                method = getattr(trainer, name)
+                setattr(trainer, name, lambda *a, _m=method, _n=name: calls.append(_n) or _m(*a))
+            for epoch in (1, 2):
+                trainer.current_epoch = epoch
+                trainer.on_train_epoch_start()
+                for _ in range(3):
+                    trainer.train_step(next(trainer.dataloader_train))
+            assert calls == expected
+        finally:
+            trainer.on_train_end()
 
 
 def test_checkpoint_roundtrip_and_stock_predictor_weights(make_trainer, tmp_path):
@@ -115,7 +185,7 @@ def test_checkpoint_roundtrip_and_stock_predictor_weights(make_trainer, tmp_path
     trainer.initialize()
     trainer.phase = "2d"
     data_l, target_l, data_u = _batch(trainer, 1, 1)
-    trainer.semi_supervised_step(data_l, target_l, data_u)  # moves the 2D model and its AdamW state
+    trainer.train_2d_student(data_l, target_l, data_u)  # moves the 2D model and its AdamW state
     trainer.current_epoch = 2
     trainer._best_ema = 0.5
     path = str(tmp_path / "ckpt.pth")
@@ -141,9 +211,9 @@ def test_checkpoint_roundtrip_and_stock_predictor_weights(make_trainer, tmp_path
         torch.testing.assert_close(s1["state"][k]["exp_avg"], s2["state"][k]["exp_avg"])
     # the same step after reloading gives the same 2D weights: training continues exactly
     torch.manual_seed(0)
-    trainer.semi_supervised_step(data_l, target_l, data_u)
+    trainer.train_2d_student(data_l, target_l, data_u)
     torch.manual_seed(0)
-    other.semi_supervised_step(data_l, target_l, data_u)
+    other.train_2d_student(data_l, target_l, data_u)
     for a, b in zip(trainer.branch2d.parameters(), other.branch2d.parameters()):
         torch.testing.assert_close(a, b)
 
@@ -187,9 +257,8 @@ def test_pretrained_base_is_not_stored_and_comes_back_from_its_source(make_train
 
     trainer = make_trainer(Pretrained)
     trainer.initialize()
-    trainer.phase = "both"
     data_l, target_l, _ = _batch(trainer, 2, 0)
-    trainer.semi_supervised_step(data_l, target_l, None)
+    trainer.stage1_step(data_l, target_l)
     path = str(tmp_path / "ckpt.pth")
     trainer.save_checkpoint(path)
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
@@ -258,11 +327,17 @@ def test_2d_model_source_precedence(make_trainer, monkeypatch):
 
 def test_paper_optimizers_variant(make_trainer):
     """optimizers='paper': AdamW for both models (1e-4 / 1e-3), warm-up + cosine per stage, restart at stage 2."""
-    from nnunetv2_mn.mn.schedules import StagedCosineLR
+    from nnunetv2_mn.mn.lr_schedules import StagedCosineLR
 
     class Paper(nnUNetTrainerMN_debug):
         optimizers = "paper"
+        stage2_lr_restart = True
 
+    class NoRestart(Paper):
+        stage2_lr_restart = False
+
+    with pytest.raises(ValueError, match="restarts at stage 2"):
+        make_trainer(NoRestart)
     trainer = make_trainer(Paper)
     trainer.initialize()
     assert isinstance(trainer.optimizer, torch.optim.AdamW) and isinstance(trainer.optimizer_2d, torch.optim.AdamW)
@@ -270,3 +345,47 @@ def test_paper_optimizers_variant(make_trainer):
     assert trainer.initial_lr == 1e-4 and trainer.initial_lr_2d == 1e-3
     trainer.lr_scheduler.step(trainer.unlabeled_start_epoch)  # stage 2 restarts at the initial learning rate
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+
+
+def test_stage2_learning_rate_restart(make_trainer):
+    """stage2_lr_restart with nnU-Net's optimisers: poly decay per stage, so both learning rates are back at their
+    initial values when stage 2 starts (and LRG's share starts from 0 there); without it, one poly decay."""
+    from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+    from nnunetv2_mn.mn.lr_schedules import StagedPolyLR
+    from nnunetv2_mn.training.variants import nnUNetTrainerMN_LRRestart
+
+    class Restart(nnUNetTrainerMN_debug):
+        stage2_lr_restart = nnUNetTrainerMN_LRRestart.stage2_lr_restart
+
+    plain, restart = make_trainer(nnUNetTrainerMN_debug), make_trainer(Restart)
+    for t in (plain, restart):
+        t.initialize()
+        t.num_labeled_cases, t.num_unlabeled_cases = 5, 4
+    assert type(plain.lr_scheduler) is PolyLRScheduler
+    assert isinstance(restart.lr_scheduler, StagedPolyLR) and isinstance(restart.lr_scheduler_2d, StagedPolyLR)
+    start = restart.unlabeled_start_epoch
+    for t in (plain, restart):
+        t.current_epoch = start
+        t.on_train_epoch_start()
+    assert restart.optimizer.param_groups[0]["lr"] == pytest.approx(restart.initial_lr)
+    assert restart.optimizer_2d.param_groups[0]["lr"] == pytest.approx(restart.initial_lr_2d)
+    assert plain.optimizer.param_groups[0]["lr"] < plain.initial_lr
+
+
+def test_a_rule_that_never_gives_unlabelled_samples_refuses_to_start(make_trainer):
+    """Eq. 10 with floor rounding at one sample per GPU (e.g. -num_gpus 2 with the plans' batch of 2) never gives
+    b_u > 0 before the last epoch's learning rate reaches 0: the trainer stops with what to change, while the
+    expected-share rule runs."""
+    class Expected(_MNLRG):
+        sampling_rounding = "expected"
+
+    for cls, refuses in ((_MNLRG, True), (Expected, False)):
+        trainer = make_trainer(cls)
+        trainer.initialize()
+        trainer.batch_size = 1
+        trainer.num_labeled_cases, trainer.num_unlabeled_cases = 5, 4
+        if refuses:
+            with pytest.raises(RuntimeError, match="sampling_rounding = 'expected'"):
+                trainer.check_sampling_uses_unlabeled_data()
+        else:
+            trainer.check_sampling_uses_unlabeled_data()

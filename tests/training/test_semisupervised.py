@@ -27,13 +27,22 @@ def test_batches_hold_b_l_labelled_and_b_u_unlabelled(make_trainer, planned_synt
         in_splits = {k for s in splits for part in ("train", "val") for k in s[part]}
         assert in_splits == labelled  # unlabelled cases never enter nnU-Net's cross-validation
         for b_u in (0, 1, 2):
-            trainer.b_u = b_u
             batch = next(trainer.dataloader_train)
-            data_l, target_l, data_u = trainer.compose_batch(batch)
+            data_l, target_l, data_u = trainer.compose_batch(batch, next(trainer.dataloader_unlabeled), b_u)
             keys_l, keys_u = trainer.last_batch_keys
             assert data_l.shape[0] == len(keys_l) == 2 - b_u and target_l[0].shape[0] == 2 - b_u
             assert (data_u is None and b_u == 0) or data_u.shape[0] == len(keys_u) == b_u
             assert set(keys_l) <= set(splits[0]["train"]) and set(keys_u) <= unlabelled
+        # the kept labelled samples follow nnU-Net's foreground oversampling: the trainer's rule is its loader's,
+        # and with b_u = 1 of B = 2 the foreground-forced (last) sample is kept in about half of the batches
+        loader = trainer.dataloader_train.data_loader
+        assert trainer.labeled_forced == [bool(loader.get_do_oversample(i)) for i in range(2)] == [False, True]
+        batch = next(trainer.dataloader_train)
+        kept = []
+        for _ in range(400):
+            trainer.compose_batch(batch, batch, 1)
+            kept.append(trainer.last_batch_keys[0][0] == batch["keys"][1])
+        assert 0.4 < np.mean(kept) < 0.6
     finally:
         trainer.on_train_end()
 
@@ -83,7 +92,6 @@ def test_mean_teacher_step_is_one_backward_and_updates_the_teacher(make_trainer)
     x = torch.randn(2, 1, *trainer.configuration_manager.patch_size)
     student0 = [p.detach().clone() for p in trainer.network.parameters()]
     teacher0 = [p.detach().clone() for p in trainer.teacher.parameters()]
-    trainer.b_u = 1
     # deep-supervision targets as nnU-Net's transforms make them
     outs = trainer.network(x[:1])
     target = [torch.zeros(1, 1, *o.shape[2:]) for o in outs]

@@ -31,6 +31,28 @@ class nnUNetTrainerMN_Ramp(nnUNetTrainerMN):
 # ---- optimisers: the paper's AdamW (1e-4 / 1e-3) with warm-up + cosine per stage
 class nnUNetTrainerMN_PaperOptim(nnUNetTrainerMN):
     optimizers = "paper"
+    stage2_lr_restart = True
+
+
+# ---- issue #9: the ways of the paper that the default changes, each as a variant to measure it against
+class nnUNetTrainerMN_AlternateEpochs(nnUNetTrainerMN):
+    """The paper's stage 2: the students alternate by epoch (the 3D network gets ~half of nnU-Net's updates)."""
+    stage2_students = "epochs"
+
+
+class nnUNetTrainerMN_AlternateIterations(nnUNetTrainerMN):
+    """Stage 2: the students alternate by iteration within each epoch."""
+    stage2_students = "iterations"
+
+
+class nnUNetTrainerMN_FloorSampling(nnUNetTrainerMN):
+    """Eq. (10) as printed: b_u = floor(share * B) (at B = 2, b_u = 0 for the first ~half of training)."""
+    sampling_rounding = "floor"
+
+
+class nnUNetTrainerMN_LRRestart(nnUNetTrainerMN):
+    """Both learning rates restart at stage 2 (nnU-Net's poly per stage), so LRG starts from 0 in stage 2."""
+    stage2_lr_restart = True
 
 
 # ---- stage-1 share (Sec. 3.1: 500 of 4000 epochs = 0.125): twice as long labelled-only
