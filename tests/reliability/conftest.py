@@ -14,7 +14,7 @@ UNLABELED = "nnUNetPlans_3d_fullres_unlabeled"
 
 @pytest.fixture(scope="module")
 def planned_template(tmp_path_factory):
-    """4 labelled (case_000-003), 2 unlabelled (case_004, case_005) 12x20x20 cases, planned and preprocessed
+    """4 labelled (case_000-003), 2 unlabelled (case_004, case_005) 16x32x32 cases (SegFormer needs >= 32 in-plane), planned and preprocessed
     (3d_fullres) by nnU-Net in this process; the unlabelled cases are not preprocessed."""
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
                                                                       preprocess_dataset)
@@ -24,7 +24,7 @@ def planned_template(tmp_path_factory):
         for n in ENV:
             (base / n).mkdir()
             mp.setenv(n, str(base / n))
-        make_synthetic_dataset(DID, num_labeled=4, num_unlabeled=2, num_test=0, shape=(12, 20, 20))
+        make_synthetic_dataset(DID, num_labeled=4, num_unlabeled=2, num_test=0, shape=(16, 32, 32))
         extract_fingerprints([DID], num_processes=1)
         plan_experiments([DID])
         preprocess_dataset(DID, configurations=("3d_fullres",), num_processes=(1,))
