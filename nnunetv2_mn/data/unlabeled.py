@@ -249,7 +249,12 @@ def check_preprocessed_unlabeled(folder: str, identifiers: Sequence[str], finger
                                  warn=print) -> None:
     """Before training: the unlabelled cases must be preprocessed with these plans, completely and from the
     current raw files. A partial or stale set is used only when the user sets ALLOW_PARTIAL_ENV=1 (a warning)."""
-    recorded = _load_manifest(folder).get("plans_fingerprint")
+    manifest = _load_manifest(folder)
+    if manifest and manifest.get("format_version", 1) < MANIFEST_VERSION:
+        raise UnlabeledDataError(f"The unlabelled cases in {folder} were preprocessed by an older nnunetv2-mn (manifest "
+                                 f"format {manifest.get('format_version', 1)}, now {MANIFEST_VERSION}: it records "
+                                 f"whether a run finished). Preprocess them again, once:\n{fix}")
+    recorded = manifest.get("plans_fingerprint")
     if recorded is not None and recorded != fingerprint:
         raise UnlabeledDataError(f"The unlabelled cases in {folder} were preprocessed with other plans than "
                                  f"{plans_label} now has (spacing, normalisation or resampling changed). Preprocess "

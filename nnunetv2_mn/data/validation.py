@@ -26,6 +26,10 @@ class UnlabeledDataError(RuntimeError):
     """Something about the data set or its unlabelled images that the user has to fix."""
 
 
+class LabeledDataError(UnlabeledDataError):
+    """The labelled cases hold something that dataset.json does not allow (e.g. an undefined label value)."""
+
+
 # ----------------------------------------------------------------------------------------------------- digests
 def _is_nifti(path: str) -> bool:
     return path.endswith((".nii", ".nii.gz"))
@@ -245,7 +249,7 @@ def check_label_values(dataset, identifiers: Sequence[str], label_manager, datas
             bad[identifier] = values
     if bad:
         cases = "; ".join(f"{c}: {v}" for c, v in sorted(bad.items())[:10])
-        raise UnlabeledDataError(
+        raise LabeledDataError(
             f"{len(bad)} labelled case(s) hold label values that {dataset_json_file} does not define ({cases}; "
             f"allowed: {[v for v in allowed if v >= 0]}). Fix labelsTr (or add the labels to "
             f"dataset.json 'labels'), then run nnUNetv2_plan_and_preprocess again.")

@@ -48,7 +48,7 @@ def test_out_of_range_label_stops_before_training_with_case_and_value(ready, cli
     expected = "hold label values that"
     assert expected in proc.stderr and "case_002: [7]" in proc.stderr and "allowed: [0, 1, 2]" in proc.stderr
     log = _log_text(ready["results"])
-    error_lines = [line for line in log.splitlines() if "ERROR: Training stopped: UnlabeledDataError" in line]
+    error_lines = [line for line in log.splitlines() if "ERROR: Training stopped: LabeledDataError" in line]
     assert len(error_lines) == 1 and "case_002: [7]" in error_lines[0]  # one paragraph, in the log
     assert not glob.glob(str(ready["results"] / "**" / "checkpoint_*.pth"), recursive=True)
 

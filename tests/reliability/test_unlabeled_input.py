@@ -123,3 +123,14 @@ def test_unlabelled_case_with_labelled_voxels_is_refused(planned, expect_cli_err
     error = expect_cli_error(main, _run())
     assert "same voxel data as a labelled imagesTr case (leak = case_002" in error
     trainer_refuses(planned["preprocessed"], "did not finish|not preprocessed")
+
+
+def test_folder_of_an_older_version_is_refused_with_what_to_run(planned, trainer_refuses):
+    main(_run())
+    manifest = planned["unlabeled_out"] / MANIFEST
+    m = json.loads(manifest.read_text())
+    del m["complete"]
+    m["format_version"] = 1
+    manifest.write_text(json.dumps(m))
+    error = trainer_refuses(planned["preprocessed"], "preprocessed by an older nnunetv2-mn")
+    assert "nnUNetv2_mn_preprocess_unlabeled -d" in error
