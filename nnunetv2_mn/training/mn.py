@@ -33,9 +33,11 @@ from nnunetv2_mn.mn.agreement import hard_dice_agreement
 from nnunetv2_mn.mn.cotraining import CoTrainingSchedule
 from nnunetv2_mn.mn.losses import SoftDiceKLLoss, combine_labeled_unlabeled, downsample_soft_targets
 from nnunetv2_mn.mn.lr_schedules import StagedCosineLR, StagedPolyLR
-from nnunetv2_mn.mn.slicing import check_slice_fraction, predict_slices, sample_slice_index, take_slices
+from nnunetv2_mn.mn.slicing import (check_slice_axes, check_slice_fraction, predict_slices, predict_views,
+                                    sample_slice_index, take_slices)
 from nnunetv2_mn.models2d import MODEL_SOURCE_ENV, build_branch2d
 from nnunetv2_mn.models2d.registry import HF_KINDS
+from nnunetv2_mn.training.sampling import smoothed
 from nnunetv2_mn.training.semisupervised import nnUNetTrainerSemiSupervised, sample_class_locations, unwrap
 
 #: environment variable naming a Hugging Face 2D model (hub id or local directory); see `branch2d_source_and_origin`
@@ -68,6 +70,11 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
     branch2d_kwargs: dict = {}
     branch2d_finetune: str = "lora"  # 'lora' | 'decoder' | 'whole' (Table 4)
     slice_axis: int = 0  # spatial axis of nnU-Net's patch the 2D model slices along (plans: mn_slice_axis)
+    #: several axes = a multi-view (tri-planar: (0, 1, 2)) 2D model: one shared f slices along each; its pseudo-mask
+    #: is the mean of the views' softmax probabilities, the 2D student learns along every axis (losses averaged).
+    #: None = (slice_axis,), one view
+    slice_axes: Optional[Tuple[int, ...]] = None
+    view_weighting: str = "mean"  # how the views' probabilities are fused: 'mean' (equal weights)
     teacher_slice_chunk: int = 64  # slices per forward pass of the 2D teacher (bounds memory)
     #: share of each patch's slices the 2D student learns from per step (stage 1 and 2D epochs; a fresh random
     #: subset each step). 1.0 = every slice, as the paper; smaller is cheaper (docs/benchmarks/cost.md)
@@ -122,6 +129,9 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
         self.cotraining  # noqa: B018 - validates the schedule settings before training
         check_slice_fraction(self.student2d_slice_fraction, "student2d_slice_fraction")  # fail before training
         self.slice_axis = int(self.configuration_manager.configuration.get(PLANS_KEY_SLICE_AXIS, self.slice_axis))
+        self.slice_axes = check_slice_axes(self.slice_axes, self.slice_axis)
+        if self.view_weighting != "mean":
+            raise ValueError(f"view_weighting must be 'mean', not {self.view_weighting!r}")
         self.branch2d = self.optimizer_2d = self.lr_scheduler_2d = None
         self.grad_scaler_2d = copy.deepcopy(self.grad_scaler)  # a second, independent AMP scaler (None on CPU)
         self.phase = "both"
@@ -211,6 +221,12 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
     def student_optimizers(self):
         return {**super().student_optimizers(), "2d": (self.optimizer_2d, self.initial_lr_2d)}
 
+    def teacher_dice(self, student: str) -> float:
+        """The teacher's validation pseudo Dice, smoothed as nnU-Net smooths its own: the 2D model's (`dice_2d`)
+        for the 3D student, the 3D network's (`dice_3d`) for the 2D student."""
+        key = "dice_2d" if student == "3d" else "dice_3d"
+        return smoothed(self.logger.local_logger.my_fantastic_logging.get(key, [])[:self.current_epoch])
+
     def unlabeled_students(self):
         return ("3d", "2d") if self.co_training else ("3d",)
 
@@ -270,13 +286,25 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
         self.branch2d.eval()
 
     # ------------------------------------------------------------------ training steps
-    def forward_2d(self, x: torch.Tensor, teacher: bool = False) -> torch.Tensor:
-        """Logits of f on every slice of a 3D batch, stacked back to (B, K, X, Y, Z) (Eq. 2 / 8)."""
-        return predict_slices(self.branch2d, x, self.slice_axis, self.teacher_slice_chunk if teacher else 0)
+    def forward_2d(self, x: torch.Tensor, teacher: bool = False, axis: Optional[int] = None) -> torch.Tensor:
+        """Logits of f on every slice of a 3D batch along `axis`, stacked back to (B, K, X, Y, Z) (Eq. 2 / 8).
+        Without `axis`, f's prediction over `slice_axes`: one view's logits, or for several views the log of their
+        fused probabilities (`predict_views`), so that a softmax gives the multi-view pseudo-mask P."""
+        chunk = self.teacher_slice_chunk if teacher else 0
+        if axis is not None or len(self.slice_axes) == 1:
+            return predict_slices(self.branch2d, x, self.slice_axes[0] if axis is None else axis, chunk)
+        fused = predict_views(self.branch2d, x, self.slice_axes, chunk)[0]
+        return torch.log(fused.clamp_min(torch.finfo(fused.dtype).tiny))
 
-    def student_slices(self, x: torch.Tensor) -> Optional[torch.Tensor]:
-        """Slice positions the 2D student learns from in this step (`student2d_slice_fraction`; None = all)."""
-        return sample_slice_index(x.shape[2 + self.slice_axis], self.student2d_slice_fraction, x.device)
+    def student_slices(self, x: torch.Tensor, axis: int = 0) -> Optional[torch.Tensor]:
+        """Slice positions along `axis` the 2D student learns from in this step (`student2d_slice_fraction`;
+        None = all)."""
+        return sample_slice_index(x.shape[2 + axis], self.student2d_slice_fraction, x.device)
+
+    def student_views(self, x: torch.Tensor):
+        """(axis, slice positions) of each view the 2D student learns from in this step: every one of `slice_axes`,
+        `student2d_slice_fraction` of the slices per view."""
+        return [(axis, self.student_slices(x, axis)) for axis in self.slice_axes]
 
     def _labeled_loss_3d(self, outputs, target_l):
         return self.loss(outputs, target_l) if self.enable_deep_supervision else self.loss(outputs[0], target_l)
@@ -307,10 +335,11 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
             loss_3d = self._labeled_loss_3d(as_list(self.network(data_l)), target_l)
         self.backward_and_step(loss_3d, self.optimizer, self.network, self.grad_scaler)
         self.optimizer_2d.zero_grad(set_to_none=True)
-        index, axis = self.student_slices(data_l), self.slice_axis
-        with self.autocast():
-            loss_2d = self.loss_2d(self.forward_2d(take_slices(data_l, index, axis)),
-                                   take_slices(self._full_res(target_l), index, axis))
+        target_2d = self._full_res(target_l)
+        with self.autocast():  # Eq. 1 per view, averaged over `slice_axes`
+            loss_2d = torch.stack([self.loss_2d(self.forward_2d(take_slices(data_l, index, axis), axis=axis),
+                                                take_slices(target_2d, index, axis))
+                                   for axis, index in self.student_views(data_l)]).mean()
         self.backward_and_step(loss_2d, self.optimizer_2d, self.branch2d, self.grad_scaler_2d)
         return {"loss": loss_3d.detach().cpu().numpy(), "loss_3d": loss_3d.item(), "loss_2d": loss_2d.item(),
                 "loss_l_3d": loss_3d.item(), "loss_l_2d": loss_2d.item()}
@@ -339,26 +368,36 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
                 "agreement": hard_dice_agreement(outputs[0][b_l:], pseudo_masks) if b_u else np.nan}
 
     def train_2d_student(self, data_l, target_l, data_u) -> dict:
-        """Eq. (7)-(9): soft pseudo-masks P from the 3D teacher, L_c for the 2D student (slice-wise)."""
+        """Eq. (7)-(9): soft pseudo-masks P from the 3D teacher, L_c for the 2D student (slice-wise; with several
+        `slice_axes` along each axis, L_c and its parts averaged over the views)."""
         b_l, b_u = data_l.shape[0], 0 if data_u is None else data_u.shape[0]
         x = data_l if not b_u else (data_u if not b_l else torch.cat((data_l, data_u)))
         self.branch2d.train()
         self.network.eval()
-        index, axis = self.student_slices(x), self.slice_axis
         if b_u:  # the 3D teacher sees the whole patch; the student learns from the sampled slices
             with torch.no_grad(), self.autocast():
-                pseudo_masks = take_slices(torch.softmax(as_list(self.network(data_u))[0].float(), 1), index, axis)
+                teacher_probs = torch.softmax(as_list(self.network(data_u))[0].float(), 1)
+        target = self._full_res(target_l)
         self.optimizer_2d.zero_grad(set_to_none=True)
+        views = []  # per view: L_c, L_l, L_u, (student logits, P) on the unlabelled slices
         with self.autocast():
-            logits = self.forward_2d(take_slices(x, index, axis))
-            loss_l = self.loss_2d(logits[:b_l], take_slices(self._full_res(target_l), index, axis)) if b_l else None
-            loss_u = self.loss_u_2d(logits[b_l:], pseudo_masks) if b_u else None
-            loss = combine_labeled_unlabeled(loss_l, loss_u, b_l, b_u)
+            for axis, index in self.student_views(x):
+                logits = self.forward_2d(take_slices(x, index, axis), axis=axis)
+                pseudo_masks = take_slices(teacher_probs, index, axis) if b_u else None
+                loss_l = self.loss_2d(logits[:b_l], take_slices(target, index, axis)) if b_l else None
+                loss_u = self.loss_u_2d(logits[b_l:], pseudo_masks) if b_u else None
+                views.append((combine_labeled_unlabeled(loss_l, loss_u, b_l, b_u), loss_l, loss_u,
+                              (logits[b_l:].detach(), pseudo_masks)))
+            loss = torch.stack([v[0] for v in views]).mean()
         self.backward_and_step(loss, self.optimizer_2d, self.branch2d, self.grad_scaler_2d)
+
+        def view_mean(values):
+            return float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
         # nnU-Net's train_losses is the 3D network's: NaN in a step where only the 2D model learns
-        return {"loss": np.float32(np.nan), "loss_2d": loss.item(), "loss_l_2d": loss_l.item() if b_l else np.nan,
-                "loss_u_2d": loss_u.item() if b_u else np.nan,
-                "agreement": hard_dice_agreement(logits[b_l:], pseudo_masks) if b_u else np.nan}
+        return {"loss": np.float32(np.nan), "loss_2d": loss.item(),
+                "loss_l_2d": view_mean([v[1].item() for v in views]) if b_l else np.nan,
+                "loss_u_2d": view_mean([v[2].item() for v in views]) if b_u else np.nan,
+                "agreement": view_mean([hard_dice_agreement(*v[3]) for v in views]) if b_u else np.nan}
 
     # ------------------------------------------------------------------ validation: 3D (nnU-Net) and 2D pseudo Dice
     def validation_step(self, batch: dict) -> dict:
@@ -384,6 +423,27 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
         dice_2d = np.nanmean([2 * i / (2 * i + j + k) if (2 * i + j + k) > 0 else np.nan for i, j, k in zip(tp, fp, fn)])
         self.logger.log("dice_2d", float(dice_2d), self.current_epoch)
         self.logger.log("dice_3d", float(self.logger.get_value("mean_fg_dice", step=-1)), self.current_epoch)
+
+    # ------------------------------------------------------------------ the 2D model kept for 2D+3D prediction
+    def on_train_end(self):
+        super().on_train_end()
+        if self.local_rank == 0:
+            self.save_model2d()
+
+    def save_model2d(self) -> None:
+        """Keep the fine-tuned 2D model in `fold_x/model2d/` for `nnUNetv2_mn_predict_ensemble`
+        (`nnunetv2_mn.inference.ensemble`)."""
+        from nnunetv2_mn.inference.ensemble import MODEL2D_FOLDER, save_model2d
+
+        branch = unwrap(self.branch2d)
+        source = None if self.branch2d_config is not None else self.branch2d_source_and_origin()[0]
+        save_model2d(branch, os.path.join(self.output_folder, MODEL2D_FOLDER), {
+            "kind": self.branch2d_kind, "finetune": self.branch2d_finetune, "source": source,
+            "config": self.branch2d_config, "kwargs": self.branch2d_kwargs,
+            "num_classes": self.label_manager.num_segmentation_heads, "slice_axes": self.slice_axes,
+            "trainer": self.__class__.__name__, "epochs_trained": self.current_epoch})
+        self.print_to_log_file(f"2D model kept in {os.path.join(self.output_folder, MODEL2D_FOLDER)} "
+                               f"(nnUNetv2_mn_predict_ensemble)")
 
     # ------------------------------------------------------------------ checkpoints
     def extra_checkpoint_state(self) -> dict:

@@ -11,7 +11,8 @@ the share into b_u for each step:
   E[b_u] / B equals the share at any B (and equals 'floor' whenever share * B is a whole number).
 
 M&N's learning-rate-guided share is Eq. (10)-(11) of the paper; the linear ramp is what the official M&N code
-does; fixed and uniform are the usual baselines (paper Table 4, row b).
+does; fixed and uniform are the usual baselines (paper Table 4, row b); the Dice-guided share follows the measured
+quality of the teacher instead of the clock.
 """
 import math
 from dataclasses import dataclass
@@ -34,12 +35,16 @@ class ScheduleState:
     lr_final: float  # ... its learning rate at the end of the schedule
     num_labeled_cases: int
     num_unlabeled_cases: int
+    #: the teacher's validation pseudo Dice, smoothed (NaN: not measured yet or not available)
+    teacher_dice: float = float("nan")
 
 
 class SamplingRule:
     """The unlabelled share of an epoch (`share`) and b_u for one step (`num_unlabeled`)."""
 
     name = "base"
+    #: whether the share follows from the schedule alone (so the trainer can read it before training)
+    predictable = True
 
     def __init__(self, rounding: str = "floor"):
         if rounding not in ROUNDINGS:
@@ -121,7 +126,40 @@ class LRGSampling(SamplingRule):
         return (s.lr_init - s.lr_now) / (s.lr_init - s.lr_final)
 
 
-SAMPLING_RULES = {r.name: r for r in (FixedRatio, UniformSampling, LinearRamp, LRGSampling)}
+class DiceGuidedSampling(SamplingRule):
+    """The unlabelled share rises with the teacher's measured quality rather than with the clock: its validation
+    pseudo Dice d (an exponential moving average, as nnU-Net smooths its own), mapped linearly from 0 at
+    `dice_low` to `max_share` at `dice_high`: b_u / B = max_share * clip((d - dice_low) / (dice_high - dice_low)).
+    No unlabelled samples before the teacher has been measured."""
+
+    name = "dice_guided"
+    predictable = False
+
+    def __init__(self, dice_low: float = 0.5, dice_high: float = 0.9, max_share: float = 1.0,
+                 rounding: str = "floor"):
+        super().__init__(rounding)
+        if not 0.0 <= dice_low < dice_high <= 1.0 or not 0.0 < max_share <= 1.0:
+            raise ValueError(f"dice_guided sampling needs 0 <= dice_low < dice_high <= 1 and 0 < max_share <= 1, "
+                             f"not {dice_low}, {dice_high}, {max_share}")
+        self.dice_low, self.dice_high, self.max_share = dice_low, dice_high, max_share
+
+    def fraction(self, s):
+        if not math.isfinite(s.teacher_dice):
+            return 0.0
+        return self.max_share * (s.teacher_dice - self.dice_low) / (self.dice_high - self.dice_low)
+
+
+SAMPLING_RULES = {r.name: r for r in (FixedRatio, UniformSampling, LinearRamp, LRGSampling, DiceGuidedSampling)}
+
+
+def smoothed(values: Sequence[float], momentum: float = 0.9) -> float:
+    """Exponential moving average of a per-epoch series, NaNs skipped (nnU-Net's ema_fg_dice: 0.9 / 0.1)."""
+    ema = float("nan")
+    for v in values:
+        if v is None or not math.isfinite(v):
+            continue
+        ema = v if not math.isfinite(ema) else momentum * ema + (1 - momentum) * v
+    return ema
 
 
 def build_sampling_rule(name: str, rounding: str = "floor", **kwargs) -> SamplingRule:

@@ -243,14 +243,21 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
         """The models that learn from unlabelled samples after stage 1."""
         return ("3d",)
 
+    def teacher_dice(self, student: str) -> float:
+        """The smoothed validation pseudo Dice of `student`'s teacher (NaN where this trainer has no measure)."""
+        return float("nan")
+
     def schedule_state(self, model: str, epoch: int, lr_now: float) -> ScheduleState:
         lr_init = self.student_optimizers()[model][1]
         return ScheduleState(epoch, self.num_epochs, self.unlabeled_start_epoch, lr_init, lr_now, 0.0,
-                             self.num_labeled_cases, self.num_unlabeled_cases)
+                             self.num_labeled_cases, self.num_unlabeled_cases, self.teacher_dice(model))
 
     def check_sampling_uses_unlabeled_data(self) -> None:
         """Refuse to start when the sampling rule can give no unlabelled sample in any epoch after stage 1 at the
-        batch size this process trains with (per GPU under DDP): the run would be supervised only."""
+        batch size this process trains with (per GPU under DDP): the run would be supervised only. (A rule that
+        follows measurements made during training cannot be read in advance and is not checked.)"""
+        if not self.sampling_rule.predictable:
+            return
         for model in self.unlabeled_students():
             lr_init = self.student_optimizers()[model][1]
             lrs = planned_lrs(lambda o: self.make_lr_scheduler(o, lr_init), lr_init, self.num_epochs)

@@ -83,9 +83,10 @@ def test_2d_student_learns_from_a_subset_of_slices(make_trainer):
 
     # inputs and targets are the same slices
     index = torch.tensor([1, n_slices - 1])
-    trainer.student_slices = lambda x: index
+    trainer.student_slices = lambda x, axis=0: index
     fed = []
-    trainer.forward_2d = lambda x, teacher=False: fed.append(x) or nnUNetTrainerMN.forward_2d(trainer, x, teacher)
+    trainer.forward_2d = lambda x, teacher=False, axis=None: fed.append(x) or nnUNetTrainerMN.forward_2d(
+        trainer, x, teacher, axis)
     got = []
     trainer.loss_2d = lambda out, tgt: got.append(tgt) or loss_2d(out, tgt)
     trainer.stage1_step(data_l, target_l)
@@ -389,3 +390,25 @@ def test_a_rule_that_never_gives_unlabelled_samples_refuses_to_start(make_traine
                 trainer.check_sampling_uses_unlabeled_data()
         else:
             trainer.check_sampling_uses_unlabeled_data()
+
+
+def test_dice_guided_sampling_reads_each_teachers_validation_dice(make_trainer):
+    """sampling='dice_guided': the 3D student's share follows the 2D teacher's smoothed pseudo Dice and the 2D
+    student's the 3D teacher's; the rule cannot be read before training, so the start-up check lets it pass."""
+    from nnunetv2_mn.training.variants import nnUNetTrainerMN_DiceGuided
+
+    class Guided(nnUNetTrainerMN_debug):
+        sampling = nnUNetTrainerMN_DiceGuided.sampling
+        sampling_kwargs = {}
+
+    trainer = make_trainer(Guided)
+    trainer.initialize()
+    trainer.num_labeled_cases, trainer.num_unlabeled_cases = 5, 4
+    trainer.check_sampling_uses_unlabeled_data()  # no refusal
+    log = trainer.logger.local_logger.my_fantastic_logging
+    log["dice_2d"], log["dice_3d"] = [0.7, 0.7], [0.4, 0.5]
+    trainer.current_epoch = 2
+    assert trainer.teacher_dice("3d") == pytest.approx(0.7) and trainer.teacher_dice("2d") == pytest.approx(0.41)
+    state = trainer.schedule_state("3d", 2, trainer.optimizer.param_groups[0]["lr"])
+    assert trainer.sampling_rule.share(state) == pytest.approx(0.5)  # (0.7 - 0.5) / (0.9 - 0.5)
+    assert trainer.sampling_rule.share(trainer.schedule_state("2d", 2, 1e-3)) == 0.0  # 3D teacher below 0.5

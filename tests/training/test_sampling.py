@@ -115,3 +115,21 @@ def test_labelled_samples_keep_nnunets_foreground_share():
     forced6 = foreground_forced(6, 0.33)  # two forced of six
     kept = [labeled_sample_indices(3, forced6, rng) for _ in range(4000)]
     assert np.mean([sum(forced6[i] for i in k) / 3 for k in kept]) == pytest.approx(2 / 6, abs=0.03)
+
+
+def test_dice_guided_share_follows_the_teachers_measured_quality():
+    from nnunetv2_mn.training.sampling import smoothed
+
+    rule = build_sampling_rule("dice_guided", "floor")
+    base = state(10, 1e-2)
+    assert not rule.predictable
+    assert rule.share(base) == 0.0  # not measured yet: labelled only
+    for dice, share in ((0.3, 0.0), (0.5, 0.0), (0.7, 0.5), (0.9, 1.0), (0.97, 1.0)):
+        assert rule.share(ScheduleState(*list(base.__dict__.values())[:-1], teacher_dice=dice)) == pytest.approx(share)
+    capped = build_sampling_rule("dice_guided", dice_low=0.6, dice_high=0.8, max_share=0.5)
+    assert capped.share(ScheduleState(*list(base.__dict__.values())[:-1], teacher_dice=0.7)) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="dice_low < dice_high"):
+        build_sampling_rule("dice_guided", dice_low=0.9, dice_high=0.5)
+    # nnU-Net's smoothing of its pseudo Dice: 0.9 * ema + 0.1 * new, NaNs (epochs without a value) skipped
+    assert smoothed([0.5, float("nan"), 1.0]) == pytest.approx(0.9 * 0.5 + 0.1 * 1.0)
+    assert np.isnan(smoothed([]))

@@ -50,6 +50,12 @@ class nnUNetTrainerMN_FloorSampling(nnUNetTrainerMN):
     sampling_rounding = "floor"
 
 
+class nnUNetTrainerMN_DiceGuided(nnUNetTrainerMN):
+    """Issue #13: the unlabelled share follows the teacher's smoothed validation pseudo Dice (0 at 0.5, all at 0.9)
+    instead of the learning rate."""
+    sampling = "dice_guided"
+
+
 class nnUNetTrainerMN_LRRestart(nnUNetTrainerMN):
     """Both learning rates restart at stage 2 (nnU-Net's poly per stage), so LRG starts from 0 in stage 2."""
     stage2_lr_restart = True
@@ -63,6 +69,12 @@ class nnUNetTrainerMN_Stage1Share025(nnUNetTrainerMN):
 # ---- cost: the 2D student learns from a random quarter of each patch's slices per step (paper: all)
 class nnUNetTrainerMN_2dSlices025(nnUNetTrainerMN):
     student2d_slice_fraction = 0.25
+
+
+# ---- issue 13: a tri-planar 2D teacher (one shared f slices along all three axes; pseudo-mask = mean of the views'
+#      probabilities; the 2D student learns along all three: 3x the 2D cost, docs/method.md)
+class nnUNetTrainerMN_TriPlanar(nnUNetTrainerMN):
+    slice_axes = (0, 1, 2)
 
 
 # ---- other 2D models (Sec. 3.3: the framework is model-agnostic)
