@@ -2,9 +2,10 @@
 
 A patch (B, C, S0, S1, S2) becomes B*S_axis slices (N, C, H, W) along one spatial axis; slice
 predictions are stacked back in the same order. Axis 0 is nnU-Net's first spatial axis after
-`transpose_forward`, i.e. the largest-spacing (acquisition) axis.
+`transpose_forward`, i.e. the largest-spacing (acquisition) axis. Several axes (`predict_views`) give a
+multi-view (tri-planar) 2D prediction: the mean of the views' softmax probabilities.
 """
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -53,6 +54,42 @@ def predict_slices(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     else:
         logits = model(slices)
     return slices_to_volume(logits, x.shape[0], axis)
+
+
+def check_slice_axes(axes, default_axis: int = 0) -> Tuple[int, ...]:
+    """The spatial axes the 2D model slices along: `None` -> `(default_axis,)`; else distinct axes of 0, 1, 2."""
+    if axes is None:
+        axes = (default_axis,)
+    axes = tuple(axes) if isinstance(axes, (tuple, list)) else (axes,)
+    if not axes or len(set(axes)) != len(axes) or any(a not in (0, 1, 2) for a in axes):
+        raise ValueError(f"slice_axes must be distinct spatial axes of 0, 1, 2 (or None), got {axes!r}")
+    return tuple(int(a) for a in axes)
+
+
+def view_weights(num_views: int, weights: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """Normalised weights of the views: equal when `weights` is None, else `weights / sum(weights)`."""
+    if weights is None:
+        return torch.full((num_views,), 1.0 / num_views)
+    w = torch.as_tensor(weights, dtype=torch.float32)
+    if w.shape != (num_views,) or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"view weights must be {num_views} finite non-negative numbers with a positive sum, "
+                         f"got {weights!r}")
+    return w / w.sum()
+
+
+def fuse_views(logits: Sequence[torch.Tensor], weights: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """Multi-view pseudo-mask: the (weighted) mean over views of the softmax probabilities (Eq. 2 per view)."""
+    w = view_weights(len(logits), weights)
+    return sum(float(wi) * torch.softmax(l.float(), 1) for wi, l in zip(w, logits))
+
+
+def predict_views(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, axes: Sequence[int] = (0,),
+                  chunk_size: int = 0, weights: Optional[Sequence[float]] = None
+                  ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """The 2D model along each of `axes` (Eq. 2 / 8 per axis): the fused probabilities (`fuse_views`) and the
+    per-view logits, all (B, K, S0, S1, S2)."""
+    logits = [predict_slices(model, x, axis, chunk_size) for axis in check_slice_axes(axes)]
+    return fuse_views(logits, weights), logits
 
 
 def check_slice_fraction(fraction: float, name: str = "slice fraction") -> None:
