@@ -72,6 +72,7 @@ setup(
         "nnunetv2_mn.cli",
         "nnunetv2_mn.data",
         "nnunetv2_mn.evaluation",
+        "nnunetv2_mn.inference",
         "nnunetv2_mn.mn",
         "nnunetv2_mn.models2d",
         "nnunetv2_mn.training",
@@ -106,6 +107,7 @@ setup(
             "nnUNetv2_mn_plan=nnunetv2_mn.plans.planner:main",
             "nnUNetv2_mn_evaluate=nnunetv2_mn.evaluation.evaluate:main",
             "nnUNetv2_mn_demo=nnunetv2_mn.cli.demo:main",
+            "nnUNetv2_mn_predict_uncertainty=nnunetv2_mn.cli.predict_uncertainty:main",
         ]
     },
     license="Apache-2.0",

@@ -1,0 +1,73 @@
+"""nnUNetv2_mn_predict_uncertainty: `nnUNetv2_predict` (same main arguments, same segmentations) that also writes a
+per-case uncertainty map and a per-case summary to sort cases for review. See nnunetv2_mn.inference.uncertainty."""
+import argparse
+import multiprocessing
+import os
+
+import torch
+
+from nnunetv2_mn.inference.uncertainty import UNCERTAINTY_FOLDER, nnUNetPredictorWithUncertainty, summarize
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="nnUNetv2_predict plus, per case, the entropy of the mean softmax over the test-time mirrorings "
+                    f"(and folds), normalised to [0, 1], as an image in OUTPUT/{UNCERTAINTY_FOLDER}/ with the input's "
+                    f"geometry, and OUTPUT/{UNCERTAINTY_FOLDER}/summary.json and .csv (mean uncertainty inside the "
+                    "predicted foreground and over the image; most uncertain first). Without mirroring "
+                    "(--disable_tta) the map is the entropy of the single softmax.")
+    p.add_argument("-i", required=True, help="input folder (files named like imagesTr: CASE_0000.nii.gz)")
+    p.add_argument("-o", required=True, help="output folder (created if missing)")
+    p.add_argument("-d", required=True, help="dataset name or id")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier. Default: nnUNetPlans")
+    p.add_argument("-tr", default="nnUNetTrainer", help="trainer class used for training. Default: nnUNetTrainer")
+    p.add_argument("-c", required=True, help="configuration, e.g. 3d_fullres")
+    p.add_argument("-f", nargs="+", default=(0, 1, 2, 3, 4), help="folds. Default: 0 1 2 3 4")
+    p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step size. Default: 0.5")
+    p.add_argument("--disable_tta", action="store_true",
+                   help="no mirroring (faster; the map is then the entropy of a single prediction)")
+    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--save_probabilities", action="store_true", help="also write nnU-Net's .npz probabilities")
+    p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name. Default: checkpoint_final.pth")
+    p.add_argument("-npp", type=int, default=int(os.environ.get("nnUNet_npp", 3)),
+                   help="preprocessing processes (>= 1). Default: 3")
+    p.add_argument("-nps", type=int, default=int(os.environ.get("nnUNet_nps", 3)),
+                   help="segmentation export processes (>= 1). Default: 3")
+    p.add_argument("-prev_stage_predictions", default=None, help="previous stage's predictions (cascade)")
+    p.add_argument("-device", default="cuda", choices=["cuda", "cpu", "mps"], help="Default: cuda")
+    p.add_argument("--disable_progress_bar", action="store_true")
+    p.add_argument("--not_on_device", action="store_true", help="keep the sliding-window results on the CPU")
+    return p
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.npp < 1 or args.nps < 1:
+        raise SystemExit("-npp and -nps must be >= 1 (nnU-Net's sequential mode is not offered here)")
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    folds = [f if f == "all" else int(f) for f in args.f]
+    if args.device == "cpu":
+        torch.set_num_threads(multiprocessing.cpu_count())
+    elif args.device == "cuda":
+        torch.set_num_threads(1)
+        torch.set_num_interop_threads(1)
+    predictor = nnUNetPredictorWithUncertainty(
+        tile_step_size=args.step_size, use_gaussian=True, use_mirroring=not args.disable_tta,
+        perform_everything_on_device=not args.not_on_device, device=torch.device(args.device),
+        verbose=args.verbose, verbose_preprocessing=args.verbose, allow_tqdm=not args.disable_progress_bar)
+    predictor.initialize_from_trained_model_folder(get_output_folder(args.d, args.tr, args.p, args.c), folds,
+                                                   checkpoint_name=args.chk)
+    os.makedirs(args.o, exist_ok=True)
+    predictor.predict_from_files(args.i, args.o, save_probabilities=args.save_probabilities, overwrite=True,
+                                 num_processes_preprocessing=args.npp, num_processes_segmentation_export=args.nps,
+                                 folder_with_segs_from_prev_stage=args.prev_stage_predictions)
+    rows = summarize(args.o, predictor.dataset_json["file_ending"])
+    print(f"\nUncertainty maps and summary in {os.path.join(args.o, UNCERTAINTY_FOLDER)}; most uncertain first:")
+    for r in rows:
+        fg = "no foreground" if r["mean_uncertainty_foreground"] is None else f"{r['mean_uncertainty_foreground']:.4f}"
+        print(f"  {r['case']}: foreground {fg}, image {r['mean_uncertainty_image']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

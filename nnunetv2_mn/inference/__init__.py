@@ -1,0 +1,1 @@
+"""Prediction on top of nnU-Net's predictor: voxel uncertainty maps."""
