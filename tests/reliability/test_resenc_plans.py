@@ -39,3 +39,6 @@ def test_mn_trains_with_resenc_m_plans(resenc, cli):
     out = glob.glob(str(resenc["results"] / "Dataset940_*" / f"nnUNetTrainerMN_debug__{RESENC}__3d_fullres"
                         / "fold_all"))
     assert len(out) == 1 and os.path.isfile(os.path.join(out[0], "checkpoint_final.pth"))
+    import torch  # a checkpoint of a real run loads with the safe unpickler (item 6)
+    checkpoint = torch.load(os.path.join(out[0], "checkpoint_final.pth"), map_location="cpu", weights_only=True)
+    assert checkpoint["current_epoch"] == 4 and type(checkpoint["_best_ema"]) is float
