@@ -1,6 +1,5 @@
-"""benchmarks/hippocampus.py: schedule arithmetic, generated trainer module, report writer, and (slow) a --tiny
-run of the real pipeline on the Hippocampus data."""
-import importlib.util
+"""benchmarks/hippocampus: schedule arithmetic, the trainer factory, report writer, and (slow) a --tiny run of the
+real pipeline on the Hippocampus data."""
 import inspect
 import json
 import math
@@ -12,18 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DRIVER = REPO / "benchmarks" / "hippocampus.py"
-
-
-def _load_driver():
-    spec = importlib.util.spec_from_file_location("bench_hippocampus_driver", DRIVER)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-hb = _load_driver()
+sys.path.insert(0, str(REPO))
+import benchmarks.hippocampus as hb  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------ schedules
@@ -166,10 +155,15 @@ def test_trainer_module_found_by_nnunet_lookup(tmp_path, monkeypatch):
     assert path.stat().st_mtime_ns == mtime
 
 
-def test_gpu_module_keeps_each_trainers_2d_model():
-    src = hb.trainer_module_source(["nnUNetTrainerMN", "nnUNetTrainerMN_Whole"], hb.SCHEDULES["gpu"])
-    assert "class nnUNetTrainerMN_benchgpu(_BenchSchedule, nnUNetTrainerMN):\n    pass" in src
-    assert "effnet_lite0" not in src.split('"""', 2)[2]
+def test_gpu_variants_keep_each_trainers_2d_model():
+    from benchmarks.hippocampus.bench_trainers import make_trainers
+    from nnunetv2_mn.training.variants import nnUNetTrainerMN
+
+    spec = hb.variant_spec(["nnUNetTrainerMN", "nnUNetTrainerMN_Whole"], hb.SCHEDULES["gpu"])
+    assert [v["attributes"] for v in spec["variants"]] == [{}, {}]
+    cls = make_trainers(json.loads(json.dumps(spec)))["nnUNetTrainerMN_benchgpu"]  # through JSON, as on disk
+    assert issubclass(cls, nnUNetTrainerMN) and cls.branch2d_kind == "segformer"
+    assert cls.schedule_overrides["num_epochs"] == hb.SCHEDULES["gpu"].num_epochs
     with pytest.raises(ValueError):
         hb.bench_trainer_name("Bad__Name", hb.SCHEDULES["cpu"])
 
@@ -232,7 +226,7 @@ def test_report_from_fabricated_summaries(tmp_path):
                                                       "-d /src -o 508 --num_labeled 8 --num_test 40"},
                                             "plans": {"patch_size": [40, 48, 40], "batch_size": 2}}}
     meta = {"machine": {"cpu": "Test CPU", "cpu_count": 2, "torch": "2.x", "device": "cpu"},
-            "command": "python benchmarks/hippocampus.py --workdir /work/x", "started": "t0", "finished": "t1"}
+            "command": "python -m benchmarks.hippocampus --workdir /work/x", "started": "t0", "finished": "t1"}
     files = hb.write_report(tmp_path / "bench.md", records, prep, meta, hb.SCHEDULES["cpu"], Path("/work/x"))
     md = files["md"].read_text()
     # overview row: per-case mean over labels, mean ± std (ddof 0) over cases
@@ -269,14 +263,14 @@ def test_report_only_rewrites_the_report_from_the_work_folder(tmp_path, capsys):
     rows.mkdir(parents=True)
     for rec in (_record("baseline", [0.8, 0.6], [0.7, 0.5], 5.0), _record("mn_2dslices025", [0.9, 0.7], [0.8, 0.6], 6.0)):
         (rows / f"{rec['row']}.json").write_text(json.dumps(rec))
-    inv = [{"started": f"t{i}", "finished": f"u{i}", "command": f"python hippocampus.py --rows r{i}",
+    inv = [{"started": f"t{i}", "finished": f"u{i}", "command": f"python -m benchmarks.hippocampus --rows r{i}",
             "machine": {"cpu": "Test CPU", "loadavg_start": [1.0], "loadavg_end": [2.0]}} for i in range(2)]
     (rows / "invocations.json").write_text(json.dumps(inv))
-    module = work / hb.BENCH_MODULE / "e20i10v1no" / f"{hb.BENCH_MODULE}.py"  # a run of another schedule
-    module.parent.mkdir(parents=True)
-    module.write_text("class nnUNetTrainer_benche20i10v1no(_BenchSchedule, nnUNetTrainer):\n    pass\n")
+    other = work / hb.BENCH_MODULE / "e20i10v1no" / "variants.json"  # a run of another schedule
+    other.parent.mkdir(parents=True)
+    other.write_text("{}")
     assert hb.main(args) == 0
-    assert not (out.parent / "bench_raw" / module.name).exists()  # not this schedule's module: not copied
+    assert not (out.parent / "bench_raw" / "bench_trainers_variants.json").exists()  # not this schedule's
     md = out.read_text()
     assert "| baseline | 8 |" in md and "| mn_2dslices025 | 8 |" in md
     assert "- run: t0 to u0" in md and "- run: t1 to u1" in md and "--rows r1" in md
@@ -313,7 +307,7 @@ def test_tiny_run_end_to_end(hippocampus_dir, tmp_path):
     """--tiny for the nnU-Net baseline and M&N (offline EfficientNet-Lite0): data sets, stock console scripts,
     evaluation, report; then a second call finds both rows done and only rewrites the report."""
     work, out = tmp_path / "work", tmp_path / "report" / "hippocampus.md"
-    cmd = [sys.executable, str(DRIVER), "--tiny", "--rows", "baseline", "mn", "--workdir", str(work),
+    cmd = [sys.executable, "-m", "benchmarks.hippocampus", "--tiny", "--rows", "baseline", "mn", "--workdir", str(work),
            "--out", str(out), "--source", str(hippocampus_dir)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -323,7 +317,7 @@ def test_tiny_run_end_to_end(hippocampus_dir, tmp_path):
     for png in ("hippocampus_dice.png", "hippocampus_walltime.png"):
         assert (out.parent / png).read_bytes()[:4] == b"\x89PNG"
     raw = out.parent / "hippocampus_raw"
-    assert (raw / "bench_trainers.py").is_file() and (raw / "run.json").is_file()
+    assert (raw / "bench_trainers_variants.json").is_file() and (raw / "run.json").is_file()
     for row, trainer in (("baseline", "nnUNetTrainer_benchtiny"), ("mn", "nnUNetTrainerMN_benchtiny")):
         rec = json.loads((raw / f"{row}.json").read_text())
         assert rec["status"] == "ok" and rec["bench_trainer"] == trainer
