@@ -62,7 +62,8 @@ class _TwiceTheHeads:
         return getattr(self._label_manager, name)
 
 
-def map_to_image_geometry(uncertainty: np.ndarray, properties: dict, plans_manager, configuration_manager) -> np.ndarray:
+def map_to_image_geometry(uncertainty: np.ndarray, properties: dict, plans_manager,
+                          configuration_manager) -> np.ndarray:
     """A map on the network's grid (*spatial) -> the image's voxel grid (numpy axes as the reader gave them), the
     steps of nnU-Net's `convert_predicted_logits_to_segmentation_with_correct_shape`."""
     spacing_transposed = [properties["spacing"][i] for i in plans_manager.transpose_forward]
@@ -119,7 +120,9 @@ class nnUNetPredictorWithUncertainty(nnUNetPredictor):
         finally:
             self.network, self.label_manager = network, label_manager
         probabilities = both[num_heads:].to("cpu", torch.float32)
-        self._probability_sum = probabilities if self._probability_sum is None else self._probability_sum + probabilities
+        if self._probability_sum is not None:
+            probabilities = probabilities + self._probability_sum
+        self._probability_sum = probabilities
         self._num_models += 1
         return both[:num_heads].clone()
 

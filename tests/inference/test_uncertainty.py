@@ -106,4 +106,4 @@ def test_same_segmentation_as_nnunet_plus_maps_and_summary(trained, tmp_path, cl
         assert [r["case"] for r in csv.DictReader(f)] == [r["case"] for r in summary["cases"]]
     # the noisy copies are more uncertain than the clean cases
     for clean, perturbed in pairs:
-        assert rows[perturbed]["mean_uncertainty_image"] > rows[clean]["mean_uncertainty_image"], (clean, perturbed, rows)
+        assert rows[perturbed]["mean_uncertainty_image"] > rows[clean]["mean_uncertainty_image"], (clean, rows)

@@ -112,7 +112,8 @@ def test_checkpoint_network_weights_are_the_plain_nnunet_network(dtc, tmp_path):
 
 # ---------------------------------------------------------------------------------------- stock workflow
 def _output_folder(ws):
-    return next(Path(ws["results"]).glob(f"Dataset{ws['dataset_id']}_*")) / f"{TRAINER}__nnUNetPlans__3d_fullres" / "fold_all"
+    dataset = next(Path(ws["results"]).glob(f"Dataset{ws['dataset_id']}_*"))
+    return dataset / f"{TRAINER}__nnUNetPlans__3d_fullres" / "fold_all"
 
 
 def _train_until_first_checkpoint_then_kill(ws, console):
@@ -120,7 +121,8 @@ def _train_until_first_checkpoint_then_kill(ws, console):
     proc = subprocess.Popen(args, env=ws["env"], stdout=console.open("w"), stderr=subprocess.STDOUT)
     latest, deadline = None, time.time() + 600
     while time.time() < deadline and proc.poll() is None:
-        candidates = list(Path(ws["results"]).glob(f"Dataset{ws['dataset_id']}_*/{TRAINER}__*/fold_all/checkpoint_latest.pth"))
+        pattern = f"Dataset{ws['dataset_id']}_*/{TRAINER}__*/fold_all/checkpoint_latest.pth"
+        candidates = list(Path(ws["results"]).glob(pattern))
         if candidates:
             latest = candidates[0]
             break

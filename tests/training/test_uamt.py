@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nnunetv2_mn.training.uamt import masked_consistency, nnUNetTrainerUAMT, predictive_entropy, uncertainty_threshold
+from nnunetv2_mn.training.uamt import masked_consistency, predictive_entropy, uncertainty_threshold
 from nnunetv2_mn.training.variants import nnUNetTrainerUAMT_debug
 
 TRAINER = "nnUNetTrainerUAMT_debug"
@@ -116,7 +116,8 @@ def test_ramps_follow_the_run(uamt):
 
 # ---------------------------------------------------------------------------------------- stock workflow
 def _output_folder(ws):
-    return next(Path(ws["results"]).glob(f"Dataset{ws['dataset_id']}_*")) / f"{TRAINER}__nnUNetPlans__3d_fullres" / "fold_all"
+    dataset = next(Path(ws["results"]).glob(f"Dataset{ws['dataset_id']}_*"))
+    return dataset / f"{TRAINER}__nnUNetPlans__3d_fullres" / "fold_all"
 
 
 def _train_until_first_checkpoint_then_kill(ws, console):
@@ -124,7 +125,8 @@ def _train_until_first_checkpoint_then_kill(ws, console):
     proc = subprocess.Popen(args, env=ws["env"], stdout=console.open("w"), stderr=subprocess.STDOUT)
     latest, deadline = None, time.time() + 600
     while time.time() < deadline and proc.poll() is None:
-        candidates = list(Path(ws["results"]).glob(f"Dataset{ws['dataset_id']}_*/{TRAINER}__*/fold_all/checkpoint_latest.pth"))
+        pattern = f"Dataset{ws['dataset_id']}_*/{TRAINER}__*/fold_all/checkpoint_latest.pth"
+        candidates = list(Path(ws["results"]).glob(pattern))
         if candidates:
             latest = candidates[0]
             break
