@@ -1,6 +1,6 @@
 """Time the 2D branches: one training step and one inference pass on a stack of slices.
 
-    python -m nnunetv2_mn.models2d.benchmark [--device cuda] [--slices 64] [--size 160] [--threads 2]
+    python -m benchmarks.models2d_speed [--device cuda] [--slices 64] [--size 160] [--threads 2]
 
 Weights do not matter for speed, so HF models are built from configs (SegFormer-B2 architecture) and
 CNN encoders without pretrained weights; nothing is downloaded.
@@ -21,7 +21,7 @@ def _segformer_b2_config():
 
 
 def candidates() -> Dict[str, Callable[[str], torch.nn.Module]]:
-    from .registry import build_branch2d
+    from nnunetv2_mn.models2d.registry import build_branch2d
 
     return {
         "segformer-b2": lambda ft: build_branch2d("segformer", 2, ft, config=_segformer_b2_config()),

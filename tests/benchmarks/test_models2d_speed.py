@@ -1,6 +1,11 @@
+"""benchmarks/models2d_speed.py: the timing of the 2D branches."""
+import sys
+from pathlib import Path
+
 import torch
 
-from nnunetv2_mn.models2d.benchmark import candidates, time_branch
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.models2d_speed import candidates, time_branch  # noqa: E402
 from nnunetv2_mn.models2d.resunet import ResUNetBranch
 
 
