@@ -33,7 +33,7 @@ from nnunetv2_mn.mn.lr_schedules import planned_lrs
 from nnunetv2_mn.data.unlabeled import MANIFEST, UnlabeledDataError, plans_fingerprint
 from nnunetv2_mn.paths import UNLABELED_RAW_FOLDER, unlabeled_preprocessed_dir
 from nnunetv2_mn.training.dataloading import UnlabeledDataLoader, UnlabeledDataset
-from nnunetv2_mn.training.logging import install_logger
+from nnunetv2_mn.training.progress_logger import install_logger
 from nnunetv2_mn.training.sampling import (ScheduleState, build_sampling_rule, foreground_forced,
                                            labeled_sample_indices)
 
