@@ -23,16 +23,12 @@ from typing import Callable, List, Optional, Tuple, Union
 
 import numpy as np
 
+from nnunetv2_mn.settings import DEFAULT_2D_MODEL, PLANS_KEY_2D_MODEL, PLANS_KEY_SLICE_AXIS
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 
 DEFAULT_PLANS_NAME = "nnUNetMNPlans"
 CONFIGURATION = "3d_fullres"
 GB = 1e9
-#: configuration keys read by nnUNetTrainerMN (nnunetv2_mn.training.mn)
-PLANS_KEY_2D_MODEL = "mn_2d_model"
-PLANS_KEY_SLICE_AXIS = "mn_slice_axis"
-#: the trainer's default 2D model, used when the plans do not pin one
-TRAINER_DEFAULT_2D_MODEL = "nvidia/segformer-b2-finetuned-ade-512-512"
 
 
 class MemoryBudgetError(RuntimeError):
@@ -199,7 +195,7 @@ def _parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("-pl_name", default=DEFAULT_PLANS_NAME, help=f"plans name (default {DEFAULT_PLANS_NAME})")
     p.add_argument("--2d_model", dest="model_2d", default=None,
                    help=f"hub id or local directory of the 2D model, stored as '{PLANS_KEY_2D_MODEL}' (default: "
-                        f"not stored; the trainer uses env nnUNet_MN_2d_model or {TRAINER_DEFAULT_2D_MODEL})")
+                        f"not stored; the trainer uses env nnUNet_MN_2d_model or {DEFAULT_2D_MODEL})")
     p.add_argument("--slice_axis", type=int, default=0, choices=(0, 1, 2),
                    help="patch axis the 2D model slices along (default 0: nnU-Net's largest-spacing axis)")
     p.add_argument("--bytes_per_pixel", type=float, default=None,
@@ -254,7 +250,7 @@ def main(argv=None) -> None:
           f"  2D estimate            {c['mn_estimated_2d_memory_gb']:.2f} GB: {c['mn_2d_slices_per_step']} slices of "
           f"{_fmt([s for i, s in enumerate(patch) if i != a.slice_axis])} x {planner.bytes_per_pixel_2d:g} B/pixel\n"
           f"  slice axis             {a.slice_axis} (spacing {c['spacing'][a.slice_axis]:.3g})\n"
-          f"  2D model               {a.model_2d or f'trainer default ({TRAINER_DEFAULT_2D_MODEL})'}; "
+          f"  2D model               {a.model_2d or f'trainer default ({DEFAULT_2D_MODEL})'}; "
           f"env nnUNet_MN_2d_model overrides it")
     steps = [] if a.preprocess else [f"nnUNetv2_preprocess -d {dataset_id} -plans_name {a.pl_name} -c {CONFIGURATION}"]
     steps += [f"nnUNetv2_mn_preprocess_unlabeled -d {dataset_id} -c {CONFIGURATION} -p {a.pl_name}",

@@ -4,6 +4,8 @@ import dataclasses
 from pathlib import Path
 from typing import List, Optional
 
+from nnunetv2_mn.settings import ENV_2D_MODEL  # noqa: F401 (the benchmark passes it per row)
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "Task04_Hippocampus"
 DEFAULT_OUT = REPO / "docs" / "benchmarks" / "hippocampus.md"
@@ -14,7 +16,6 @@ BENCH_MODULE = "bench_trainers"
 SUMMARY_MM = "summary_mn.json"
 SUMMARY_VOXEL = "summary_mn_voxel.json"
 METRICS = ("Dice", "Jaccard", "HD95", "ASD")
-ENV_2D_MODEL = "nnUNet_MN_2d_model"
 TINY_SOURCE_CASES = 16
 
 

@@ -15,6 +15,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from nnunetv2_mn.settings import DEFAULT_2D_MODEL, ENV_2D_MODEL, OFFLINE_TRAINER, resolve_2d_source
+
 OK, WARN, INFO, FAIL = "OK", "WARN", "INFO", "FAIL"
 
 NNUNET_REQUIREMENT = ">=2.8.1,<2.9"
@@ -24,9 +26,6 @@ EXT_TRAINER_VAR = "nnUNet_extTrainer"
 EXPORT_EXT_TRAINER = ('export nnUNet_extTrainer=$(python -c "import nnunetv2_mn_hook; '
                       'print(nnunetv2_mn_hook.trainer_dir())")')
 DEFAULT_TRAINERS = ("nnUNetTrainerMN", "nnUNetTrainerMeanTeacher", "nnUNetTrainerMN_EffNetLite0")
-DEFAULT_SEGFORMER = "nvidia/segformer-b2-finetuned-ade-512-512"  # nnUNetTrainerMN.branch2d_source
-ENV_2D_MODEL = "nnUNet_MN_2d_model"  # nnunetv2_mn.training.mn.ENV_2D_MODEL (not imported: that pulls in torch)
-OFFLINE_TRAINER = "nnUNetTrainerMN_EffNetLite0"
 
 
 @dataclass
@@ -152,21 +151,19 @@ def check_cuda() -> CheckResult:
 
 
 def default_segformer_source(environ=None) -> Tuple[str, str]:
-    """(source, where it came from), resolved as nnUNetTrainerMN does without plans: env, else the default."""
-    environ = os.environ if environ is None else environ
-    if environ.get(ENV_2D_MODEL):
-        return environ[ENV_2D_MODEL], f"from {ENV_2D_MODEL}"
-    return DEFAULT_SEGFORMER, "nnUNetTrainerMN's default"
+    """(source, where it came from), resolved as nnUNetTrainerMN does without plans (`resolve_2d_source`)."""
+    source, origin = resolve_2d_source("segformer", DEFAULT_2D_MODEL, environ=environ)
+    return source, (f"from {ENV_2D_MODEL}" if origin.startswith("environment") else "nnUNetTrainerMN's default")
 
 
 def segformer_fix(source: str, origin: str = "") -> str:
     if origin == f"from {ENV_2D_MODEL}":
         first = (f"{ENV_2D_MODEL}={source} is the failing source: point it at a `save_pretrained` directory, "
-                 f"or unset it to use {DEFAULT_SEGFORMER}\n")
+                 f"or unset it to use {DEFAULT_2D_MODEL}\n")
     else:
         first = ""
-    return (first + f"on a machine with internet: hf download {DEFAULT_SEGFORMER} --local-dir DIR\n"
-            f"  (older huggingface_hub: huggingface-cli download {DEFAULT_SEGFORMER} --local-dir DIR),\n"
+    return (first + f"on a machine with internet: hf download {DEFAULT_2D_MODEL} --local-dir DIR\n"
+            f"  (older huggingface_hub: huggingface-cli download {DEFAULT_2D_MODEL} --local-dir DIR),\n"
             f"copy DIR here, then: export {ENV_2D_MODEL}=DIR\n"
             f"or train with -tr {OFFLINE_TRAINER} (its ImageNet weights ship with pip; works offline)")
 
@@ -197,7 +194,7 @@ def check_2d_model(kind: str, source: Optional[str] = None, required: bool = Tru
         return CheckResult(label, OK, f"{shown} loads offline{' (' + origin + ')' if origin else ''}: "
                                       f"{message.removeprefix('OK: ')}")
     status = FAIL if required else WARN
-    fix = segformer_fix(source or DEFAULT_SEGFORMER, origin) if kind in ("segformer", "hf") \
+    fix = segformer_fix(source or DEFAULT_2D_MODEL, origin) if kind in ("segformer", "hf") \
         else _first_lines(message, 6)
     summary = (message.strip().splitlines() or [""])[0]
     where = f" ({origin})" if origin else ""
@@ -267,7 +264,7 @@ def _parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--2d_model", dest="model2d", default=None, metavar="KIND[:SOURCE]",
                    help="check only this 2D model, and FAIL if it does not load offline: KIND is segformer, hf, "
                         "resunet or effnet_lite0; SOURCE a hub id, directory or weights file (default: SegFormer "
-                        f"from ${ENV_2D_MODEL} or {DEFAULT_SEGFORMER} as a WARN, plus effnet_lite0)")
+                        f"from ${ENV_2D_MODEL} or {DEFAULT_2D_MODEL} as a WARN, plus effnet_lite0)")
     p.add_argument("-d", dest="dataset", default=None, metavar="DATASET",
                    help="also check this data set end to end without training: raw layout, unlabelled images, "
                         "preprocessing state, label values, channel count")

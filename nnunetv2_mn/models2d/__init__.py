@@ -8,15 +8,15 @@ Kinds: 'segformer' (default M&N model), 'hf' (any AutoModelForSemanticSegmentati
 The implementation classes are imported lazily (transformers/peft/timm are slow to import).
 """
 from .base import FINETUNE_STRATEGIES, Branch2D
-from .loading import MODEL_SOURCE_ENV, Pretrained2DModelNotFound
+from .loading import Pretrained2DModelNotFound
 from .registry import BRANCH_CLASSES, branch_class, build_branch2d, check_branch2d_offline
 
 _LAZY = {
-    "SegFormerBranch": "segformer", "DEFAULT_SEGFORMER_CHECKPOINT": "segformer",
+    "SegFormerBranch": "segformer",
     "HFSegmentationBranch": "hf_auto", "ResUNetBranch": "resunet", "EffNetLite0UNetBranch": "effnet_lite0",
 }
 
-__all__ = ["Branch2D", "FINETUNE_STRATEGIES", "MODEL_SOURCE_ENV", "Pretrained2DModelNotFound", "BRANCH_CLASSES",
+__all__ = ["Branch2D", "FINETUNE_STRATEGIES", "Pretrained2DModelNotFound", "BRANCH_CLASSES",
            "branch_class", "build_branch2d", "check_branch2d_offline", *_LAZY]
 
 

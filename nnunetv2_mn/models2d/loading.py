@@ -12,12 +12,8 @@ import socket
 from typing import Any, Optional
 from urllib.parse import urlparse
 
-#: environment variable from which the M&N trainer takes the 2D model's source (hub id or directory)
-MODEL_SOURCE_ENV = "nnUNet_MN_2d_model"
-#: the M&N trainer's default 2D model; the example of a hub id in the messages
-DEFAULT_HUB_ID = "nvidia/segformer-b2-finetuned-ade-512-512"
-#: the trainer whose 2D model ships with pip (works offline)
-OFFLINE_TRAINER = "nnUNetTrainerMN_EffNetLite0"
+from nnunetv2_mn.settings import DEFAULT_2D_MODEL, ENV_2D_MODEL, OFFLINE_TRAINER
+
 HUB_PROBE_TIMEOUT_S = 2.0
 
 _TRUE = {"1", "on", "yes", "true"}
@@ -55,9 +51,9 @@ def looks_like_path(source: str) -> bool:
 
 def source_origin(source: str) -> str:
     """' (set by nnUNet_MN_2d_model)' when that variable names `source`, else ''."""
-    env = os.environ.get(MODEL_SOURCE_ENV, "")
+    env = os.environ.get(ENV_2D_MODEL, "")
     if env and (env == source or os.path.expanduser(env) == source):
-        return f" (set by the environment variable {MODEL_SOURCE_ENV})"
+        return f" (set by the environment variable {ENV_2D_MODEL})"
     return ""
 
 
@@ -66,21 +62,21 @@ def how_to_provide(source: str, what: str = "2D model", unreachable: bool = Fals
     origin = source_origin(source)
     lines = [f"Could not load the pretrained {what} from {source!r}{origin}."]
     if origin:
-        lines.append(f"This variable is the failing source: point {MODEL_SOURCE_ENV} at a directory written by "
+        lines.append(f"This variable is the failing source: point {ENV_2D_MODEL} at a directory written by "
                      f"`save_pretrained` (or a hub id), or unset it to use the trainer's default.")
     if unreachable:
         lines.append(f"The Hugging Face hub ({os.environ.get('HF_ENDPOINT') or 'https://huggingface.co'}) is not "
                      f"reachable from here, and the model is not in the local cache.")
-    hub_id = DEFAULT_HUB_ID if looks_like_path(source) else source
+    hub_id = DEFAULT_2D_MODEL if looks_like_path(source) else source
     where = (f"the directory {source!r} does not exist or is not a `save_pretrained` directory"
              if looks_like_path(source) else f"{source!r} is a hub id")
     lines += [
         f"Provide it in one of these ways ({where}):",
         f"  1. a local directory written by `save_pretrained` (on a machine with internet: "
         f"`AutoModelForSemanticSegmentation.from_pretrained({hub_id!r}).save_pretrained('/path/dir')`, "
-        f"copy the directory over), then export {MODEL_SOURCE_ENV}=/path/dir;",
+        f"copy the directory over), then export {ENV_2D_MODEL}=/path/dir;",
         f"  2. a filled Hugging Face cache (HF_HOME) on this machine and `HF_HUB_OFFLINE=1`;",
-        f"  3. for the M&N trainer: export {MODEL_SOURCE_ENV}=<hub id or directory> (or set the trainer's "
+        f"  3. for the M&N trainer: export {ENV_2D_MODEL}=<hub id or directory> (or set the trainer's "
         f"2D-model source attribute) so it is used instead of the default;",
         f"  4. or train with -tr {OFFLINE_TRAINER}: its ImageNet-pretrained 2D model ships with pip and works offline.",
         "`nnUNetv2_mn_doctor` checks this offline.",

@@ -1,6 +1,8 @@
 """Build a 2D branch by name, and check offline that it can be built (for `nnUNetv2_mn_doctor`)."""
 from typing import Dict, Optional, Tuple, Type
 
+from nnunetv2_mn.settings import HF_KINDS
+
 from .base import Branch2D
 
 #: kind -> "module:Class", imported on demand (transformers/peft/timm are slow to import)
@@ -10,8 +12,6 @@ BRANCH_CLASSES: Dict[str, str] = {
     "resunet": "nnunetv2_mn.models2d.resunet:ResUNetBranch",
     "effnet_lite0": "nnunetv2_mn.models2d.effnet_lite0:EffNetLite0UNetBranch",
 }
-#: kinds whose model is a Hugging Face config/checkpoint (accept `config`)
-HF_KINDS = ("segformer", "hf")
 
 
 def branch_class(kind: str) -> Type[Branch2D]:

@@ -20,11 +20,12 @@ from typing import Optional
 import torch
 from torch import nn
 
+from nnunetv2_mn.settings import DEFAULT_2D_MODEL
+
 from .base import Branch2D
 from .loading import load_hf_pretrained
 from .lora import find_lora_targets, inject_lora, is_lora_param
 
-DEFAULT_SEGFORMER_CHECKPOINT = "nvidia/segformer-b2-finetuned-ade-512-512"
 
 
 class FeatureImageUpHead(nn.Module):
@@ -50,7 +51,7 @@ class SegFormerBranch(Branch2D):
     """
 
     kind = "segformer"
-    default_source = DEFAULT_SEGFORMER_CHECKPOINT
+    default_source = DEFAULT_2D_MODEL
     encoder_prefix = "model.segformer"
     decoder_prefix = "model.decode_head"
     head_prefix = "head"

@@ -35,18 +35,11 @@ from nnunetv2_mn.mn.losses import SoftDiceKLLoss, combine_labeled_unlabeled, dow
 from nnunetv2_mn.mn.lr_schedules import StagedCosineLR, StagedPolyLR
 from nnunetv2_mn.mn.slicing import (check_slice_axes, check_slice_fraction, predict_slices, predict_views,
                                     sample_slice_index, take_slices)
-from nnunetv2_mn.models2d import MODEL_SOURCE_ENV, build_branch2d
-from nnunetv2_mn.models2d.registry import HF_KINDS
+from nnunetv2_mn.models2d import build_branch2d
+from nnunetv2_mn.settings import DEFAULT_2D_MODEL, PLANS_KEY_SLICE_AXIS, resolve_2d_source
 from nnunetv2_mn.training.sampling import smoothed
 from nnunetv2_mn.training.semisupervised import nnUNetTrainerSemiSupervised, sample_class_locations, unwrap
 
-#: environment variable naming a Hugging Face 2D model (hub id or local directory); see `branch2d_source_and_origin`
-ENV_2D_MODEL = MODEL_SOURCE_ENV
-#: environment variable naming a weights file for the CNN 2D models ('resunet', 'effnet_lite0')
-ENV_2D_WEIGHTS = "nnUNet_MN_2d_weights"
-#: plans keys (in a configuration) written by `nnUNetv2_mn_plan`
-PLANS_KEY_2D_MODEL = "mn_2d_model"
-PLANS_KEY_SLICE_AXIS = "mn_slice_axis"
 
 
 def as_list(output):
@@ -65,7 +58,7 @@ def merge_step_results(results):
 class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
     # ---- the 2D model f (Sec. 2.1); where its weights come from: see `branch2d_source_and_origin`
     branch2d_kind: str = "segformer"
-    branch2d_source: Optional[str] = "nvidia/segformer-b2-finetuned-ade-512-512"
+    branch2d_source: Optional[str] = DEFAULT_2D_MODEL
     branch2d_config: Optional[dict] = None  # AutoConfig.for_model(**dict) instead (random init; tests, ablations)
     branch2d_kwargs: dict = {}
     branch2d_finetune: str = "lora"  # 'lora' | 'decoder' | 'whole' (Table 4)
@@ -150,18 +143,13 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
         return self.cotraining.stage2_start
 
     def branch2d_source_and_origin(self) -> Tuple[Optional[str], str]:
-        """Where the 2D model's weights come from, first match wins. Hugging Face models ('segformer', 'hf'):
-        env nnUNet_MN_2d_model > plans key mn_2d_model > `branch2d_source`. CNN models ('resunet',
-        'effnet_lite0'): env nnUNet_MN_2d_weights > `branch2d_source`, so that a SegFormer directory exported
-        for one trainer never reaches another trainer's CNN."""
-        hf = self.branch2d_kind in HF_KINDS
-        env = ENV_2D_MODEL if hf else ENV_2D_WEIGHTS
-        if os.environ.get(env):
-            return os.environ[env], f"environment variable {env}"
-        plans_value = self.configuration_manager.configuration.get(PLANS_KEY_2D_MODEL) if hf else None
-        if plans_value:
-            return plans_value, f"plans key '{PLANS_KEY_2D_MODEL}' of configuration {self.configuration_name}"
-        return self.branch2d_source, f"{self.__class__.__name__}.branch2d_source"
+        """Where the 2D model's weights come from (`nnunetv2_mn.settings.resolve_2d_source`: environment, plans key
+        of this configuration, then `branch2d_source`)."""
+        source, origin = resolve_2d_source(self.branch2d_kind, self.branch2d_source,
+                                           self.configuration_manager.configuration, owner=self.__class__.__name__)
+        if origin.startswith("plans key"):
+            origin += f" of configuration {self.configuration_name}"
+        return source, origin
 
     def build_branch2d(self):
         source, origin = self.branch2d_source_and_origin()

@@ -61,10 +61,11 @@ def test_2d_model_spec_and_unknown_kind():
 
 
 def test_default_segformer_source_follows_the_trainer(monkeypatch):
-    assert doctor.default_segformer_source({})[0] == doctor.DEFAULT_SEGFORMER
-    assert doctor.default_segformer_source({doctor.ENV_2D_MODEL: "/m"})[0] == "/m"
-    from nnunetv2_mn.training.mn import ENV_2D_MODEL, nnUNetTrainerMN
-    assert (doctor.ENV_2D_MODEL, doctor.DEFAULT_SEGFORMER) == (ENV_2D_MODEL, nnUNetTrainerMN.branch2d_source)
+    from nnunetv2_mn.settings import DEFAULT_2D_MODEL, ENV_2D_MODEL
+    from nnunetv2_mn.training.mn import nnUNetTrainerMN
+
+    assert doctor.default_segformer_source({})[0] == DEFAULT_2D_MODEL == nnUNetTrainerMN.branch2d_source
+    assert doctor.default_segformer_source({ENV_2D_MODEL: "/m"}) == ("/m", f"from {ENV_2D_MODEL}")
 
 
 def test_missing_segformer_is_a_warning_with_the_download_fix(tmp_path):

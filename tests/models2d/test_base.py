@@ -50,7 +50,6 @@ def test_load_trainable_state_dict_is_strict():
 def test_package_exports():
     import nnunetv2_mn.models2d as m
 
-    assert m.MODEL_SOURCE_ENV == "nnUNet_MN_2d_model"
     assert set(m.BRANCH_CLASSES) == {"segformer", "hf", "resunet", "effnet_lite0"}
     assert m.ResUNetBranch.kind == "resunet" and m.branch_class("effnet_lite0").kind == "effnet_lite0"
     with pytest.raises(AttributeError):

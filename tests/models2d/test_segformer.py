@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from nnunetv2_mn.models2d import Pretrained2DModelNotFound, build_branch2d, check_branch2d_offline
-from nnunetv2_mn.models2d.segformer import DEFAULT_SEGFORMER_CHECKPOINT, SegFormerBranch
+from nnunetv2_mn.models2d.segformer import SegFormerBranch
+from nnunetv2_mn.settings import DEFAULT_2D_MODEL as DEFAULT_SEGFORMER_CHECKPOINT
 
 K = 3
 

@@ -151,17 +151,3 @@ def test_refuses_existing_plans_and_bad_settings(nnunet_dirs):
     with pytest.raises(SystemExit, match="smallest 3D target"):  # a 2D model that cannot fit next to any 3D plan
         main(["-d", "903", "-pl_name", "Other", "--bytes_per_pixel", "1e6"])
     assert not os.path.exists(os.path.join(prep, "Other.json"))
-
-
-def test_plans_keys_match_the_trainer():
-    """Same key names and default model as nnunetv2_mn.training.mn (read from its source: importing it is slow)."""
-    import ast
-    import importlib.util
-    from nnunetv2_mn.plans import planner
-    tree = ast.parse(open(importlib.util.find_spec("nnunetv2_mn.training.mn").origin).read())
-    values = {t.id: n.value.value for n in ast.walk(tree) if isinstance(n, (ast.Assign, ast.AnnAssign))
-              for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
-              if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}
-    assert values["PLANS_KEY_2D_MODEL"] == planner.PLANS_KEY_2D_MODEL
-    assert values["PLANS_KEY_SLICE_AXIS"] == planner.PLANS_KEY_SLICE_AXIS
-    assert values["branch2d_source"] == planner.TRAINER_DEFAULT_2D_MODEL
