@@ -108,6 +108,7 @@ setup(
             "nnUNetv2_mn_evaluate=nnunetv2_mn.evaluation.evaluate:main",
             "nnUNetv2_mn_demo=nnunetv2_mn.cli.demo:main",
             "nnUNetv2_mn_predict_uncertainty=nnunetv2_mn.cli.predict_uncertainty:main",
+            "nnUNetv2_mn_predict_ensemble=nnunetv2_mn.cli.predict_ensemble:main",
         ]
     },
     license="Apache-2.0",

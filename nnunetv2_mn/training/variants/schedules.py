@@ -4,7 +4,7 @@ from nnunetv2_mn.training.mean_teacher import nnUNetTrainerMeanTeacher
 from nnunetv2_mn.training.mn import nnUNetTrainerMN
 from nnunetv2_mn.training.self_training import nnUNetTrainerSelfTraining
 from nnunetv2_mn.training.uamt import nnUNetTrainerUAMT
-from nnunetv2_mn.training.variants.mn_variants import nnUNetTrainerMN_EffNetLite0
+from nnunetv2_mn.training.variants.mn_variants import nnUNetTrainerMN_EffNetLite0, nnUNetTrainerMN_TriPlanar
 
 #: a few tiny epochs: for tests and the demo on 2 CPU cores (checkpoint every epoch so that --c can be tried)
 DEBUG_SCHEDULE = {"num_epochs": 4, "num_iterations_per_epoch": 3, "num_val_iterations_per_epoch": 2, "save_every": 1}
@@ -49,6 +49,13 @@ class nnUNetTrainerMN_debugLearn(nnUNetTrainerMN):
                           "save_every": 4}
     stage1_fraction = 0.25
     branch2d_config = TINY_SEGFORMER
+
+
+class nnUNetTrainerMN_TriPlanar_debug(nnUNetTrainerMN_debug):
+    """As _debug with the tri-planar 2D model of nnUNetTrainerMN_TriPlanar. The synthetic patches are 16 voxels along
+    axis 0: SegFormer's sequence-reduction convs (sr_ratios 8, 4, 2) need >= 32 px, so none here."""
+    slice_axes = nnUNetTrainerMN_TriPlanar.slice_axes
+    branch2d_config = {**TINY_SEGFORMER, "sr_ratios": [1, 1, 1, 1]}
 
 
 class nnUNetTrainerSelfTraining_debug(nnUNetTrainerSelfTraining):

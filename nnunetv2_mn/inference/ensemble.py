@@ -1,0 +1,128 @@
+"""2D+3D ensemble prediction (issue 13): the fine-tuned 2D model f kept next to the checkpoint, its slice predictions
+fused with nnU-Net's 3D sliding window.
+
+Saving (`save_model2d`, called by `nnUNetTrainerMN.on_train_end`): `fold_x/model2d/` holds
+  * `weights.pth`: `torch.save` of f's `trainable_state_dict()` (LoRA adapters, new head, trainable norms and
+    biases), or of its whole `state_dict()` when its frozen base was randomly initialised and so cannot be rebuilt;
+  * `model2d.json`: what rebuilds f (kind, fine-tuning, source of the pretrained base or the config of a random
+    init, kwargs, classes) and how it slices (`slice_axes`).
+The branch injects its LoRA adapters in place (`peft.inject_adapter_in_model`), so it is not a `PeftModel` and peft's
+`save_pretrained` does not apply; the trainable state dict holds the adapters and the head and norms around them.
+
+Prediction (`nnUNetPredictor2D3D`): nnU-Net's own predictor (preprocessing, sliding window with Gaussian weighting
+and mirroring, fold averaging, resampling and export unchanged). Only `predict_logits_from_preprocessed_data` is
+extended: with weight w > 0 the case's 3D probabilities softmax(z_3D) are mixed with f's,
+    P = (1 - w) softmax(z_3D) + w P_2D,
+P_2D the mean over folds of f's prediction on every slice of the preprocessed volume along each saved axis (Eq. 2,
+views fused as in training: mean of softmaxes), and log P is returned as the logits (nnU-Net's softmax of it is P).
+w = 0 returns nnU-Net's logits untouched: the files are those of `nnUNetv2_predict`.
+"""
+import json
+import os
+from contextlib import nullcontext
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from acvl_utils.cropping_and_padding.padding import pad_nd_image
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from torch import nn
+
+from nnunetv2_mn.mn.slicing import check_slice_axes, predict_views
+
+MODEL2D_FOLDER = "model2d"
+WEIGHTS_FILE = "weights.pth"
+INFO_FILE = "model2d.json"
+INFO_KEYS = ("kind", "finetune", "source", "config", "kwargs", "num_classes", "slice_axes")
+
+
+def save_model2d(branch, folder: str, info: dict) -> None:
+    """Write f's weights (trainable part, or all of it when its base cannot be rebuilt) and `info` (`INFO_KEYS`)."""
+    missing = [k for k in INFO_KEYS if k not in info]
+    if missing:
+        raise ValueError(f"model2d info lacks {missing}")
+    full = not branch.pretrained
+    os.makedirs(folder, exist_ok=True)
+    torch.save(branch.state_dict() if full else branch.trainable_state_dict(), os.path.join(folder, WEIGHTS_FILE))
+    info = {**info, "slice_axes": list(info["slice_axes"]), "full_state_dict": full}
+    with open(os.path.join(folder, INFO_FILE), "w") as f:
+        json.dump(info, f, indent=2)
+
+
+def load_model2d(folder: str, device: torch.device = torch.device("cpu")) -> Tuple[nn.Module, dict]:
+    """Rebuild f from `save_model2d`'s folder (the pretrained base from its recorded source), in eval mode."""
+    from nnunetv2_mn.models2d import build_branch2d
+
+    info_file = os.path.join(folder, INFO_FILE)
+    if not os.path.isfile(info_file):
+        raise FileNotFoundError(f"{info_file} not found: the 2D model is kept by nnUNetTrainerMN (and its variants) "
+                                f"at the end of training; this fold was trained by another trainer or did not finish")
+    with open(info_file) as f:
+        info = json.load(f)
+    config = None
+    if info["config"] is not None:
+        from transformers import AutoConfig
+        config = AutoConfig.for_model(**info["config"])
+    branch = build_branch2d(info["kind"], num_classes=info["num_classes"], finetune=info["finetune"],
+                            source=None if config is not None else info["source"], config=config, **info["kwargs"])
+    state = torch.load(os.path.join(folder, WEIGHTS_FILE), map_location="cpu", weights_only=True)
+    if info["full_state_dict"]:
+        branch.load_state_dict(state)
+    else:
+        branch.load_trainable_state_dict(state)
+    info["slice_axes"] = check_slice_axes(info["slice_axes"])
+    return branch.to(device).eval(), info
+
+
+def check_weight_2d(weight: float) -> float:
+    if not 0 <= weight <= 1:
+        raise ValueError(f"the 2D model's weight must be in [0, 1], got {weight}")
+    return float(weight)
+
+
+class nnUNetPredictor2D3D(nnUNetPredictor):
+    """nnU-Net's predictor whose logits are log((1 - w) softmax(z_3D) + w P_2D) (see the module docstring);
+    `weight_2d` = 0 is the stock predictor (no 2D model is loaded)."""
+
+    def __init__(self, *args, weight_2d: float = 0.5, slice_chunk: int = 64, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.weight_2d = check_weight_2d(weight_2d)
+        self.slice_chunk = slice_chunk
+        self.models2d: List[Tuple[nn.Module, dict]] = []
+
+    def initialize_from_trained_model_folder(self, model_training_output_dir: str,
+                                             use_folds: Optional[Sequence] = None,
+                                             checkpoint_name: str = "checkpoint_final.pth"):
+        if use_folds is None:
+            use_folds = nnUNetPredictor.auto_detect_available_folds(model_training_output_dir, checkpoint_name)
+        use_folds = [use_folds] if isinstance(use_folds, str) else list(use_folds)
+        super().initialize_from_trained_model_folder(model_training_output_dir, use_folds, checkpoint_name)
+        if self.weight_2d == 0:
+            return
+        if self.label_manager.has_regions:
+            raise ValueError("2D+3D ensembling mixes softmax probabilities; this model was trained on regions.")
+        self.models2d = [load_model2d(os.path.join(model_training_output_dir, f"fold_{f}", MODEL2D_FOLDER))
+                         for f in use_folds]
+        for _, info in self.models2d:
+            if info["num_classes"] != self.label_manager.num_segmentation_heads:
+                raise ValueError(f"the 2D model predicts {info['num_classes']} classes, the 3D network "
+                                 f"{self.label_manager.num_segmentation_heads}")
+
+    @torch.no_grad()
+    def predict_2d_probabilities(self, data: torch.Tensor) -> torch.Tensor:
+        """P_2D of a preprocessed case (C, X, Y, Z): every slice along each saved axis, views fused, folds averaged;
+        the volume padded to at least the patch size as nnU-Net's sliding window does (no mirroring)."""
+        padded, revert = pad_nd_image(data, self.configuration_manager.patch_size, "constant", {"value": 0}, True, None)
+        x = padded[None].to(self.device, non_blocking=True)
+        total = None
+        for model, info in self.models2d:
+            with torch.autocast(self.device.type) if self.device.type == "cuda" else nullcontext():
+                p = predict_views(model.to(self.device), x, info["slice_axes"], self.slice_chunk)[0][0].float().cpu()
+            total = p if total is None else total + p
+        return (total / len(self.models2d))[(slice(None), *revert[1:])]
+
+    def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
+        logits = super().predict_logits_from_preprocessed_data(data)
+        if self.weight_2d == 0:
+            return logits
+        p = (1 - self.weight_2d) * torch.softmax(logits.float(), 0) + self.weight_2d * self.predict_2d_probabilities(data)
+        return torch.log(p.clamp_min(1e-8))
