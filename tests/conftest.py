@@ -37,6 +37,26 @@ def run_cli(args, env, timeout=900, check=True):
     return proc
 
 
+@pytest.fixture(scope="session")
+def plan_in_process():
+    """`plan(base, dataset_id, make_raw)`: fresh nnU-Net folders under `base`, the raw data set written by
+    `make_raw()`, then nnU-Net's fingerprint, plans and 3d_fullres preprocessing in this process. Returns `base`."""
+    def plan(base, dataset_id, make_raw):
+        from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
+                                                                          preprocess_dataset)
+        with pytest.MonkeyPatch.context() as mp:
+            for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+                (base / name).mkdir()
+                mp.setenv(name, str(base / name))
+            make_raw()
+            extract_fingerprints([dataset_id], num_processes=1)
+            plan_experiments([dataset_id])
+            preprocess_dataset(dataset_id, configurations=("3d_fullres",), num_processes=(1,))
+        return base
+
+    return plan
+
+
 SYNTHETIC_ID = 911
 
 

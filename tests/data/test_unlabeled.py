@@ -13,7 +13,6 @@ from nnunetv2_mn.data.unlabeled import (MANIFEST, UnlabeledDataError, get_unlabe
 
 DID = 930
 NAME = "Dataset930_MNSynthetic"
-ENV = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 
 
 def _respace(filename, spacing_xyz):
@@ -23,23 +22,15 @@ def _respace(filename, spacing_xyz):
 
 
 @pytest.fixture(scope="module")
-def planned_template(tmp_path_factory):
+def planned_template(tmp_path_factory, plan_in_process):
     """Synthetic data set planned and preprocessed once by nnU-Net (3d_fullres); case_001 has another spacing
     so that nnU-Net resamples it."""
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
-                                                                      preprocess_dataset)
-    base = tmp_path_factory.mktemp("planned")
-    with pytest.MonkeyPatch.context() as mp:
-        for n in ENV:
-            (base / n).mkdir()
-            mp.setenv(n, str(base / n))
+    def make_raw():
         raw = make_synthetic_dataset(DID, num_labeled=4, num_unlabeled=2, num_test=1, shape=(16, 24, 24))
         _respace(os.path.join(raw, "imagesTr", "case_001_0000.nii.gz"), (1.2, 1.2, 2.5))
         _respace(os.path.join(raw, "labelsTr", "case_001.nii.gz"), (1.2, 1.2, 2.5))
-        extract_fingerprints([DID], num_processes=1)
-        plan_experiments([DID])
-        preprocess_dataset(DID, configurations=("3d_fullres",), num_processes=(1,))
-    return base
+
+    return plan_in_process(tmp_path_factory.mktemp("planned"), DID, make_raw)
 
 
 @pytest.fixture

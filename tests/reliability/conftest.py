@@ -8,27 +8,18 @@ import torch
 
 DID = 940
 NAME = "Dataset940_MNSynthetic"
-ENV = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 UNLABELED = "nnUNetPlans_3d_fullres_unlabeled"
 
 
 @pytest.fixture(scope="module")
-def planned_template(tmp_path_factory):
-    """4 labelled (case_000-003), 2 unlabelled (case_004, case_005) 16x32x32 cases (SegFormer needs >= 32 in-plane), planned and preprocessed
-    (3d_fullres) by nnU-Net in this process; the unlabelled cases are not preprocessed."""
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
-                                                                      preprocess_dataset)
+def planned_template(tmp_path_factory, plan_in_process):
+    """4 labelled (case_000-003), 2 unlabelled (case_004, case_005) 16x32x32 cases (the tiny SegFormer needs >= 32
+    in-plane), planned and preprocessed (3d_fullres) by nnU-Net in this process; the unlabelled cases are not
+    preprocessed."""
     from nnunetv2_mn.data.synthetic import make_synthetic_dataset
-    base = tmp_path_factory.mktemp("reliability")
-    with pytest.MonkeyPatch.context() as mp:
-        for n in ENV:
-            (base / n).mkdir()
-            mp.setenv(n, str(base / n))
-        make_synthetic_dataset(DID, num_labeled=4, num_unlabeled=2, num_test=0, shape=(16, 32, 32))
-        extract_fingerprints([DID], num_processes=1)
-        plan_experiments([DID])
-        preprocess_dataset(DID, configurations=("3d_fullres",), num_processes=(1,))
-    return base
+
+    return plan_in_process(tmp_path_factory.mktemp("reliability"), DID, lambda: make_synthetic_dataset(
+        DID, num_labeled=4, num_unlabeled=2, num_test=0, shape=(16, 32, 32)))
 
 
 @pytest.fixture
