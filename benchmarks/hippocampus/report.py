@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .bench_trainers import SPEC_FILE
+from .cost import updates_3d
 from .spec import BENCH_MODULE, COMPARISONS, CONFIGURATION, METRICS, SEED, Schedule
 
 
@@ -53,6 +54,16 @@ def metric_cell(summary: dict, metric: str, label: Optional[str] = None, digits:
     if n < len(values):
         cell += f" ({len(values) - n} excl.)"
     return cell
+
+
+def row_updates_3d(record: dict):
+    """The 3D network's optimizer steps of a row (recorded by the driver, or from its schedule and settings for a
+    record written before the driver kept them)."""
+    if record.get("updates_3d") is not None or "schedule" not in record:
+        return record.get("updates_3d", "n/a")
+    fields = {f.name for f in dataclasses.fields(Schedule)}
+    return updates_3d(record.get("attributes", {}), Schedule(**{k: v for k, v in record["schedule"].items()
+                                                                 if k in fields}))
 
 
 def _load_cell(record: dict) -> str:
@@ -134,7 +145,7 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
         cells = [metric_cell(sm, k, None, 2 if k in ("HD95", "ASD") else 3) for k in METRICS]
         wall = "same run" if r.get("same_as") else _minutes(r["wall_s"].get("total"))
         L.append(f"| {name} | {r['num_labeled']} | `{r['trainer']}` | {r['model2d']} | " + " | ".join(cells)
-                 + f" | {r.get('updates_3d', 'n/a')} | {wall} |")
+                 + f" | {row_updates_3d(r)} | {wall} |")
     L += ["", "Per case, the mean over the labels with a finite value; cases where no label has one are left out "
           "(counted as 'excl.'). HD95/ASD are undefined when a prediction is empty (docs/evaluation.md). "
           "3D steps: optimizer steps of the 3D network (the one that predicts); wall: train + predict + evaluate.", "",

@@ -313,18 +313,9 @@ class Bench:
         return self.report(meta, failed)
 
     def invocations(self) -> List[dict]:
-        """The meta data of every earlier run of the schedule in this work folder (a report written by a version
-        of this script that did not keep the list seeds it with its own run)."""
+        """The meta data of every earlier run of the schedule in this work folder."""
         path = self.records / self.schedule.name / "invocations.json"
-        if path.is_file():
-            return json.loads(path.read_text())
-        out = Path(self.args.out).resolve()
-        old = out.parent / f"{out.stem}_raw" / "run.json"
-        if old.is_file():
-            meta = json.loads(old.read_text()).get("meta", {})
-            if meta.get("workdir") == str(self.workdir) and meta.get("finished"):
-                return [{k: v for k, v in meta.items() if k != "invocations"}]
-        return []
+        return json.loads(path.read_text()) if path.is_file() else []
 
     def report(self, meta: Optional[dict] = None, failed: Sequence[str] = ()) -> int:
         """Write the report from every record of the schedule in the work folder (`--report-only`: no run)."""
