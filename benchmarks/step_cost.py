@@ -11,7 +11,8 @@ timed in turns (nnunet, stage1, 3d_student, ..., nnunet, stage1, ...) so that a 
               nnUNetTrainer's network vs M&N's (only the 3D network predicts; same architecture)
 Random inputs of the plans' patch and batch size (the cost depends on shapes only). The 2D model is
 SegFormer-B2's architecture built from its config (random weights: no download) or the offline EfficientNet-Lite0
-U-Net; `--slice-fraction` sets nnUNetTrainerMN.student2d_slice_fraction. On CPU, `--memory` also runs every
+U-Net; `--slice-fraction` sets nnUNetTrainerMN.student2d_slice_fraction, `--slice-axes 0 1 2` its slice_axes (the
+tri-planar 2D model: the 2D teacher and student cost about one view's cost per axis). On CPU, `--memory` also runs every
 step kind alone in a fresh process and records its peak resident memory (on CUDA: peak allocated GPU memory).
 
     python benchmarks/step_cost.py -d 504 -c 3d_fullres --device cuda --out docs/benchmarks/cost_h100.json
@@ -138,6 +139,8 @@ def main():
                    help="2D model: SegFormer-B2's architecture (random weights) or the offline EfficientNet-Lite0 U-Net")
     p.add_argument("--slice-fraction", type=float, default=1.0,
                    help="nnUNetTrainerMN.student2d_slice_fraction (share of slices the 2D student learns from)")
+    p.add_argument("--slice-axes", type=int, nargs="+", default=None, choices=(0, 1, 2),
+                   help="nnUNetTrainerMN.slice_axes (default: one view, the trainer's slice_axis)")
     p.add_argument("--memory", action="store_true",
                    help="CPU: also measure each step kind's peak resident memory in a process of its own")
     p.add_argument("--only", choices=PHASES, default=None, help=argparse.SUPPRESS)  # one phase (for --memory)
@@ -155,6 +158,7 @@ def main():
         branch2d_config = SEGFORMER_B2 if a.model == "segformer-b2" else None
         branch2d_finetune = a.finetune
         student2d_slice_fraction = a.slice_fraction
+        slice_axes = None if a.slice_axes is None else tuple(a.slice_axes)
 
     torch.manual_seed(0)
     base = load_trainer(nnUNetTrainer, a.d, a.c, device) if {"nnunet", "predict"} & set(phases) else None
@@ -167,7 +171,8 @@ def main():
            "torch": torch.__version__, "threads": torch.get_num_threads(),
            "patch_size": list(some.configuration_manager.patch_size), "batch_size": B, "b_u": b_u,
            "amp": device.type == "cuda", "compile_3d": some._do_i_compile(), "2d_model": f"{a.model} ({a.finetune})",
-           "student2d_slice_fraction": a.slice_fraction, "trainable_2d": mn.branch2d.describe() if mn else None,
+           "student2d_slice_fraction": a.slice_fraction, "slice_axes": list(mn.slice_axes) if mn else None,
+           "trainable_2d": mn.branch2d.describe() if mn else None,
            "steps": a.steps}
     if a.only:
         res["rss_after_setup_gb"] = rss_gb()
@@ -226,7 +231,9 @@ def render_table(paths) -> str:
         else:
             m = "not measured"
         pred = f"{q['predict']:.2f}×" if "predict" in q else "–"
-        lines.append(f"| {r['2d_model']} | {r.get('student2d_slice_fraction', 1.0):g} | {r['nnunet']['mean_s']:.3g} | "
+        views = r.get("slice_axes") or [0]
+        share = f"{r.get('student2d_slice_fraction', 1.0):g}" + (f", axes {views}" if len(views) > 1 else "")
+        lines.append(f"| {r['2d_model']} | {share} | {r['nnunet']['mean_s']:.3g} | "
                      f"{q['stage1']:.2f}× | {q['3d_student']:.2f}× | {q['2d_teacher']:.2f}× | {q['2d_student']:.2f}× | "
                      f"{q['mean_stage2_epoch_pair']:.2f}× | {pred} | {m} |")
     return "\n".join(lines)
@@ -239,7 +246,7 @@ def phase_memory(a) -> dict:
         tmp = f"{a.out}.{phase}.json"
         cmd = [sys.executable, __file__, "-d", a.d, "-c", a.c, "--device", a.device, "--steps", "2", "--warmup", "1",
                "--finetune", a.finetune, "--model", a.model, "--slice-fraction", str(a.slice_fraction),
-               "--only", phase, "--out", tmp]
+               "--only", phase, "--out", tmp] + (["--slice-axes", *map(str, a.slice_axes)] if a.slice_axes else [])
         subprocess.run(cmd, check=True, capture_output=True)
         with open(tmp) as f:
             r = json.load(f)

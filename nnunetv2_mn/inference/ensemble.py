@@ -124,5 +124,6 @@ class nnUNetPredictor2D3D(nnUNetPredictor):
         logits = super().predict_logits_from_preprocessed_data(data)
         if self.weight_2d == 0:
             return logits
-        p = (1 - self.weight_2d) * torch.softmax(logits.float(), 0) + self.weight_2d * self.predict_2d_probabilities(data)
+        w = self.weight_2d
+        p = (1 - w) * torch.softmax(logits.float(), 0) + w * self.predict_2d_probabilities(data)
         return torch.log(p.clamp_min(1e-8))

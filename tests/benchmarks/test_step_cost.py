@@ -52,3 +52,15 @@ def test_render_table_from_results(tmp_path):
     row = sc.render_table([tmp_path / "a.json"]).splitlines()[-1]
     assert row == ("| effnet_lite0 (lora) | 0.25 | 2 | 1.50× | 1.25× | 0.25× | 0.50× | 0.88× | 1.00× | "
                    "0.50 / 0.75 / 0.60 / 0.25 |")
+
+
+def test_render_table_names_the_views_of_a_multi_view_2d_model(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("step_cost_script", SCRIPT)
+    sc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sc)
+    r = {"2d_model": "segformer-b2 (lora)", "student2d_slice_fraction": 1.0, "slice_axes": [0, 1, 2],
+         "nnunet": {"mean_s": 1.0}, "ratio_to_nnunet": {"stage1": 3, "3d_student": 2, "2d_teacher": 1, "2d_student": 3,
+                                                        "mean_stage2_epoch_pair": 2.5}}
+    (tmp_path / "a.json").write_text(json.dumps(r))
+    assert "| segformer-b2 (lora) | 1, axes [0, 1, 2] | 1 |" in sc.render_table([tmp_path / "a.json"])

@@ -99,10 +99,12 @@ def test_2d_student_learns_along_every_axis(make_trainer, phase):
     ps = trainer.configuration_manager.patch_size
     for axis, shape in zip((0, 1, 2), seen["inputs"]):
         assert shape[2 + axis] == max(1, round(0.25 * ps[axis]))  # the slice share applies per view
-        assert shape[0] == b and [s for i, s in enumerate(shape[2:]) if i != axis] == [s for i, s in enumerate(ps) if i != axis]
+        others = [s for i, s in enumerate(ps) if i != axis]
+        assert shape[0] == b and [s for i, s in enumerate(shape[2:]) if i != axis] == others
     assert out["loss_2d"] == pytest.approx(np.mean(per_view), rel=1e-5)
     assert out["loss_l_2d"] == pytest.approx(np.mean(seen["l"]), rel=1e-5)
-    assert any(not torch.equal(a, p) for a, p in zip(before, [p for p in trainer.branch2d.parameters() if p.requires_grad]))
+    after = [p for p in trainer.branch2d.parameters() if p.requires_grad]
+    assert any(not torch.equal(a, p) for a, p in zip(before, after))
 
 
 def test_validation_uses_the_fused_prediction(make_trainer):
