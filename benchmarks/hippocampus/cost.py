@@ -96,6 +96,12 @@ def estimate_row(attrs: dict, schedule: Schedule, num_test: int, num_unlabeled: 
     elif family == "mean_teacher":
         train_steps = e * it * (t3 + f3)  # student step + EMA teacher forward on the whole batch
         val = e * v * f3
+    elif family == "uamt":  # + 8 noisy teacher passes on the unlabelled sample (4 forwards of 2 copies)
+        train_steps = e * it * (t3 + 5 * f3)
+        val = e * v * f3
+    elif family == "dtc":  # a 1x1x1 head and the labels' signed distance: about an nnU-Net step (an estimate)
+        train_steps = e * it * t3 * 1.1
+        val = e * v * f3
     else:
         train_steps = e * it * t3
         val = e * v * f3

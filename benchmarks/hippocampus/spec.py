@@ -104,6 +104,8 @@ ROWS: List[Row] = [
         "nnU-Net with 60 epochs: about the wall time of row mn on CPU (docs/benchmarks/cost.md)", gpu=False, epochs=60),
     Row("mn_dice_guided", "nnUNetTrainerMN_DiceGuided", "main",
         "issue #13: the unlabelled share follows the teacher's measured pseudo Dice (vs the learning rate)"),
+    Row("uamt", "nnUNetTrainerUAMT", "main", "UA-MT: Mean Teacher with the entropy mask of 8 noisy teacher passes"),
+    Row("dtc", "nnUNetTrainerDTC", "main", "DTC: a level-set head and dual-task consistency on nnU-Net's network"),
     Row("ceiling", "nnUNetTrainer", "full", "nnU-Net with all 160 non-test cases labelled (the ceiling)"),
     Row("mn_decoder", "nnUNetTrainerMN_Decoder", "main", "Table 4: decoder-only fine-tuning of the 2D model",
         cpu=False),
@@ -148,6 +150,10 @@ COMPARISONS = [
     ("sampling: learning-rate-guided vs Dice-guided", "mn", "mn_dice_guided"),
     ("M&N vs Mean Teacher", "mn", "mean_teacher"),
     ("Mean Teacher vs nnU-Net", "mean_teacher", "baseline"),
+    ("M&N vs UA-MT", "mn", "uamt"),
+    ("UA-MT vs Mean Teacher", "uamt", "mean_teacher"),
+    ("M&N vs DTC", "mn", "dtc"),
+    ("DTC vs nnU-Net", "dtc", "baseline"),
     ("2D fine-tuning: LoRA vs whole network", "mn", "mn_whole"),
     ("2D fine-tuning: LoRA vs decoder only", "mn", "mn_decoder"),
     ("sampling: LRG vs uniform", "mn", "mn_uniform"),
@@ -272,6 +278,10 @@ def _family(cls) -> str:
     names = [c.__name__ for c in cls.__mro__]
     if "nnUNetTrainerMN" in names:
         return "mn"
+    if "nnUNetTrainerUAMT" in names:
+        return "uamt"
+    if "nnUNetTrainerDTC" in names:
+        return "dtc"
     if "nnUNetTrainerMeanTeacher" in names:
         return "mean_teacher"
     if "nnUNetTrainerSelfTraining" in names:

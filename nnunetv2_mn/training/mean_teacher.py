@@ -27,8 +27,9 @@ class nnUNetTrainerMeanTeacher(nnUNetTrainerSemiSupervised):
     sampling_kwargs = {"ratio": 0.5}
     ema_decay = 0.99
     consistency_weight = 0.1
-    #: share of the epochs over which the consistency weight ramps up (UA-MT: 40 x 150 of 6000 iterations)
-    consistency_rampup = 0.4
+    #: share of the epochs over which the consistency weight ramps up (UA-MT: sigmoid_rampup(iter // 150, 40) over
+    #: 6000 iterations, i.e. the whole run)
+    consistency_rampup = 1.0
     teacher_noise_std = 0.1
     teacher_noise_clip = 0.2
     log_panels = {**nnUNetTrainerSemiSupervised.log_panels,
