@@ -163,7 +163,7 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
                                 **self.branch2d_kwargs)
         where = f"weights from {source} ({origin})" if source is not None else f"chosen by {origin}"
         self.print_to_log_file(f"M&N 2D model: {branch.describe()}; {where}; slices along "
-                               f"axis {self.slice_axis} of the patch {self.configuration_manager.patch_size}")
+                               f"axes {tuple(self.slice_axes)} of the patch {self.configuration_manager.patch_size}")
         return branch
 
     def initialize(self):
