@@ -183,16 +183,17 @@ def main():
         with torch.no_grad(), mn.autocast():
             mn.forward_2d(x[B - b_u:], teacher=True)
 
-    def set_phase(phase, train_2d, train_3d):
-        mn.phase = phase
-        mn.branch2d.train(train_2d)
-        mn.network.train(train_3d)
+    def as_teacher():  # the 2D model as the 3D student's teacher (each step sets its own modes)
+        mn.branch2d.eval()
+        mn.network.train()
 
+    # each M&N step kind is the trainer's own method; stage2_students='pair' does a 3D- and a 2D-student step per
+    # iteration, the paper's alternation one of them
     step = {"nnunet": lambda: base.train_step({"data": x, "target": target}),
-            "stage1": lambda: (set_phase("both", True, True), mn.semi_supervised_step(x, target, None)),
-            "3d_student": lambda: (set_phase("3d", False, True), mn.semi_supervised_step(x[:B - b_u], tl, x[B - b_u:])),
-            "2d_teacher": lambda: (set_phase("3d", False, True), teacher()),
-            "2d_student": lambda: (set_phase("2d", True, False), mn.semi_supervised_step(x[:B - b_u], tl, x[B - b_u:]))}
+            "stage1": lambda: mn.stage1_step(x, target),
+            "3d_student": lambda: mn.train_3d_student(x[:B - b_u], tl, x[B - b_u:]),
+            "2d_teacher": lambda: (as_teacher(), teacher()),
+            "2d_student": lambda: mn.train_2d_student(x[:B - b_u], tl, x[B - b_u:])}
     res.update(timed_round_robin({k: step[k] for k in phases if k != "predict"}, a.steps, a.warmup, device))
     if "predict" in phases:
         res.update(timed_round_robin({"predict_nnunet": predictor_for(base, device),
