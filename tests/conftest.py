@@ -60,6 +60,16 @@ def plan_in_process():
 SYNTHETIC_ID = 911
 
 
+@pytest.fixture
+def synthetic_own_results(planned_synthetic, tmp_path):
+    """`planned_synthetic` with an nnUNet_results of this test's own, so that trainings of the same trainer in other
+    tests of the session never share a result folder."""
+    results = tmp_path / "nnUNet_results"
+    results.mkdir()
+    return {**planned_synthetic, "env": {**planned_synthetic["env"], "nnUNet_results": str(results)},
+            "results": results}
+
+
 @pytest.fixture(scope="session")
 def cli():
     """`run_cli(args, env)` for tests (conftest is not importable by name under --import-mode=importlib)."""

@@ -27,8 +27,8 @@ def _files(folder: Path) -> dict:
     return {**files, "args": args}
 
 
-def test_kept_2d_model_and_ensemble_prediction(planned_synthetic, tmp_path, cli):
-    ws = planned_synthetic
+def test_kept_2d_model_and_ensemble_prediction(synthetic_own_results, tmp_path, cli):
+    ws = synthetic_own_results
     cli(["nnUNetv2_train", ws["dataset_id"], "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu"], ws["env"])
     model_dir = next(Path(ws["results"]).glob(f"Dataset{ws['dataset_id']}_*")) / f"{TRAINER}__nnUNetPlans__3d_fullres"
     kept = model_dir / "fold_0" / MODEL2D_FOLDER

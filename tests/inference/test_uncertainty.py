@@ -49,8 +49,8 @@ def test_mirroring_averages_logits_as_nnunet_and_softmax_beside_them():
 
 
 @pytest.fixture
-def trained(planned_synthetic, tmp_path_factory, cli):
-    ws = planned_synthetic
+def trained(synthetic_own_results, tmp_path_factory, cli):
+    ws = synthetic_own_results
     cli(["nnUNetv2_train", ws["dataset_id"], "3d_fullres", "all", "-tr", TRAINER, "-device", "cpu"], ws["env"])
     # inputs: the held-out cases and a noisy copy of each (same geometry)
     inputs = tmp_path_factory.mktemp("inputs")
