@@ -7,6 +7,7 @@ import os
 
 import torch
 
+from nnunetv2_mn.cli.predict_args import add_predict_arguments
 from nnunetv2_mn.inference.ensemble import check_weight_2d, nnUNetPredictor2D3D
 
 
@@ -16,35 +17,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "probabilities (nnU-Net's sliding window, mirroring, fold average) and the 2D model's (every slice "
                     "of the preprocessed volume along its slice axes, folds averaged) are mixed with weight "
                     "--weight_2d, then exported as nnU-Net does. --weight_2d 0 gives exactly nnUNetv2_predict's files.")
-    p.add_argument("-i", required=True, help="input folder (files named like imagesTr: CASE_0000.nii.gz)")
-    p.add_argument("-o", required=True, help="output folder (created if missing)")
-    p.add_argument("-d", required=True, help="dataset name or id")
-    p.add_argument("-p", default="nnUNetPlans", help="plans identifier. Default: nnUNetPlans")
-    p.add_argument("-tr", default="nnUNetTrainerMN", help="trainer class used for training. Default: nnUNetTrainerMN")
-    p.add_argument("-c", required=True, help="configuration, e.g. 3d_fullres")
-    p.add_argument("-f", nargs="+", default=(0, 1, 2, 3, 4), help="folds. Default: 0 1 2 3 4")
+    add_predict_arguments(p, "nnUNetTrainerMN", disable_tta_help="no mirroring of the 3D network (the 2D model "
+                                                                  "never mirrors)",
+                          chk_help="checkpoint of the 3D network. Default: checkpoint_final.pth (the 2D model is "
+                                   "always the one of the end of training)",
+                          npp_nps_help=" (-npp 0 -nps 0: nnU-Net's sequential mode)")
     p.add_argument("--weight_2d", type=float, default=0.5,
                    help="weight w of the 2D model's probabilities in [0, 1] (0 = the 3D network alone, 1 = the 2D "
                         "model alone). Default: 0.5")
-    p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step size. Default: 0.5")
-    p.add_argument("--disable_tta", action="store_true", help="no mirroring of the 3D network (the 2D model never "
-                                                              "mirrors)")
-    p.add_argument("--verbose", action="store_true")
     p.add_argument("--save_probabilities", action="store_true", help="also write the (mixed) probabilities (.npz)")
     p.add_argument("--continue_prediction", action="store_true", help="do not overwrite existing files")
-    p.add_argument("-chk", default="checkpoint_final.pth",
-                   help="checkpoint of the 3D network. Default: checkpoint_final.pth (the 2D model is always the one "
-                        "of the end of training)")
-    p.add_argument("-npp", type=int, default=int(os.environ.get("nnUNet_npp", 3)),
-                   help="preprocessing processes. Default: 3")
-    p.add_argument("-nps", type=int, default=int(os.environ.get("nnUNet_nps", 3)),
-                   help="segmentation export processes. Default: 3 (-npp 0 -nps 0: nnU-Net's sequential mode)")
-    p.add_argument("-prev_stage_predictions", default=None, help="previous stage's predictions (cascade)")
     p.add_argument("-num_parts", type=int, default=1, help="number of separate calls. Default: 1")
     p.add_argument("-part_id", type=int, default=0, help="which of -num_parts this call is (0-based)")
-    p.add_argument("-device", default="cuda", choices=["cuda", "cpu", "mps"], help="Default: cuda")
-    p.add_argument("--disable_progress_bar", action="store_true")
-    p.add_argument("--not_on_device", action="store_true", help="keep the sliding-window results on the CPU")
     return p
 
 

@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from nnunetv2_mn.cli.predict_args import add_predict_arguments
 from nnunetv2_mn.inference.uncertainty import UNCERTAINTY_FOLDER, nnUNetPredictorWithUncertainty, summarize
 
 
@@ -16,27 +17,10 @@ def build_parser() -> argparse.ArgumentParser:
                     f"geometry, and OUTPUT/{UNCERTAINTY_FOLDER}/summary.json and .csv (mean uncertainty inside the "
                     "predicted foreground and over the image; most uncertain first). Without mirroring "
                     "(--disable_tta) the map is the entropy of the single softmax.")
-    p.add_argument("-i", required=True, help="input folder (files named like imagesTr: CASE_0000.nii.gz)")
-    p.add_argument("-o", required=True, help="output folder (created if missing)")
-    p.add_argument("-d", required=True, help="dataset name or id")
-    p.add_argument("-p", default="nnUNetPlans", help="plans identifier. Default: nnUNetPlans")
-    p.add_argument("-tr", default="nnUNetTrainer", help="trainer class used for training. Default: nnUNetTrainer")
-    p.add_argument("-c", required=True, help="configuration, e.g. 3d_fullres")
-    p.add_argument("-f", nargs="+", default=(0, 1, 2, 3, 4), help="folds. Default: 0 1 2 3 4")
-    p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step size. Default: 0.5")
-    p.add_argument("--disable_tta", action="store_true",
-                   help="no mirroring (faster; the map is then the entropy of a single prediction)")
-    p.add_argument("--verbose", action="store_true")
+    add_predict_arguments(p, "nnUNetTrainer", disable_tta_help="no mirroring (faster; the map is then the entropy "
+                                                                "of a single prediction)",
+                          chk_help="checkpoint name. Default: checkpoint_final.pth", npp_nps_help=" (>= 1)")
     p.add_argument("--save_probabilities", action="store_true", help="also write nnU-Net's .npz probabilities")
-    p.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name. Default: checkpoint_final.pth")
-    p.add_argument("-npp", type=int, default=int(os.environ.get("nnUNet_npp", 3)),
-                   help="preprocessing processes (>= 1). Default: 3")
-    p.add_argument("-nps", type=int, default=int(os.environ.get("nnUNet_nps", 3)),
-                   help="segmentation export processes (>= 1). Default: 3")
-    p.add_argument("-prev_stage_predictions", default=None, help="previous stage's predictions (cascade)")
-    p.add_argument("-device", default="cuda", choices=["cuda", "cpu", "mps"], help="Default: cuda")
-    p.add_argument("--disable_progress_bar", action="store_true")
-    p.add_argument("--not_on_device", action="store_true", help="keep the sliding-window results on the CPU")
     return p
 
 
