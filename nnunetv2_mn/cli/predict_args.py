@@ -26,3 +26,22 @@ def add_predict_arguments(p: argparse.ArgumentParser, default_trainer: str, disa
     p.add_argument("-device", default="cuda", choices=["cuda", "cpu", "mps"], help="Default: cuda")
     p.add_argument("--disable_progress_bar", action="store_true")
     p.add_argument("--not_on_device", action="store_true", help="keep the sliding-window results on the CPU")
+
+
+def predictor_setup(args) -> tuple:
+    """(folds, keyword arguments of nnUNetPredictor) from the shared arguments; sets torch's threads for the device
+    as `nnUNetv2_predict` does."""
+    import multiprocessing
+
+    import torch
+
+    folds = [f if f == "all" else int(f) for f in args.f]
+    if args.device == "cpu":
+        torch.set_num_threads(multiprocessing.cpu_count())
+    elif args.device == "cuda":
+        torch.set_num_threads(1)
+        torch.set_num_interop_threads(1)
+    return folds, dict(tile_step_size=args.step_size, use_gaussian=True, use_mirroring=not args.disable_tta,
+                       perform_everything_on_device=not args.not_on_device, device=torch.device(args.device),
+                       verbose=args.verbose, verbose_preprocessing=args.verbose,
+                       allow_tqdm=not args.disable_progress_bar)

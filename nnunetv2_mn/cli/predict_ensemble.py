@@ -2,12 +2,9 @@
 3D sliding window with the kept 2D model of an M&N run, P = (1 - w) P_3D + w P_2D. See
 nnunetv2_mn.inference.ensemble."""
 import argparse
-import multiprocessing
 import os
 
-import torch
-
-from nnunetv2_mn.cli.predict_args import add_predict_arguments
+from nnunetv2_mn.cli.predict_args import add_predict_arguments, predictor_setup
 from nnunetv2_mn.inference.ensemble import check_weight_2d, nnUNetPredictor2D3D
 
 
@@ -43,17 +40,8 @@ def main(argv=None) -> None:
         parser.error("-part_id must be in [0, -num_parts)")
     from nnunetv2.utilities.file_path_utilities import get_output_folder
 
-    folds = [f if f == "all" else int(f) for f in args.f]
-    if args.device == "cpu":
-        torch.set_num_threads(multiprocessing.cpu_count())
-    elif args.device == "cuda":
-        torch.set_num_threads(1)
-        torch.set_num_interop_threads(1)
-    predictor = nnUNetPredictor2D3D(
-        tile_step_size=args.step_size, use_gaussian=True, use_mirroring=not args.disable_tta,
-        perform_everything_on_device=not args.not_on_device, device=torch.device(args.device),
-        verbose=args.verbose, verbose_preprocessing=args.verbose, allow_tqdm=not args.disable_progress_bar,
-        weight_2d=args.weight_2d)
+    folds, settings = predictor_setup(args)
+    predictor = nnUNetPredictor2D3D(**settings, weight_2d=args.weight_2d)
     predictor.initialize_from_trained_model_folder(get_output_folder(args.d, args.tr, args.p, args.c), folds,
                                                    checkpoint_name=args.chk)
     os.makedirs(args.o, exist_ok=True)

@@ -1,12 +1,9 @@
 """nnUNetv2_mn_predict_uncertainty: `nnUNetv2_predict` (same main arguments, same segmentations) that also writes a
 per-case uncertainty map and a per-case summary to sort cases for review. See nnunetv2_mn.inference.uncertainty."""
 import argparse
-import multiprocessing
 import os
 
-import torch
-
-from nnunetv2_mn.cli.predict_args import add_predict_arguments
+from nnunetv2_mn.cli.predict_args import add_predict_arguments, predictor_setup
 from nnunetv2_mn.inference.uncertainty import UNCERTAINTY_FOLDER, nnUNetPredictorWithUncertainty, summarize
 
 
@@ -30,16 +27,8 @@ def main(argv=None) -> None:
         raise SystemExit("-npp and -nps must be >= 1 (nnU-Net's sequential mode is not offered here)")
     from nnunetv2.utilities.file_path_utilities import get_output_folder
 
-    folds = [f if f == "all" else int(f) for f in args.f]
-    if args.device == "cpu":
-        torch.set_num_threads(multiprocessing.cpu_count())
-    elif args.device == "cuda":
-        torch.set_num_threads(1)
-        torch.set_num_interop_threads(1)
-    predictor = nnUNetPredictorWithUncertainty(
-        tile_step_size=args.step_size, use_gaussian=True, use_mirroring=not args.disable_tta,
-        perform_everything_on_device=not args.not_on_device, device=torch.device(args.device),
-        verbose=args.verbose, verbose_preprocessing=args.verbose, allow_tqdm=not args.disable_progress_bar)
+    folds, settings = predictor_setup(args)
+    predictor = nnUNetPredictorWithUncertainty(**settings)
     predictor.initialize_from_trained_model_folder(get_output_folder(args.d, args.tr, args.p, args.c), folds,
                                                    checkpoint_name=args.chk)
     os.makedirs(args.o, exist_ok=True)

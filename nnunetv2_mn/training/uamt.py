@@ -42,8 +42,6 @@ class nnUNetTrainerUAMT(nnUNetTrainerMeanTeacher):
     #: the entropy threshold ramps from `threshold_start` to `threshold_end` times ln C over the run
     threshold_start = 0.75
     threshold_end = 1.0
-    #: UA-MT ramps the consistency weight over the whole run (sigmoid_rampup(iter // 150, 40), 6000 iterations)
-    consistency_rampup = 1.0
     log_panels = {**nnUNetTrainerMeanTeacher.log_panels,
                   "UA-MT uncertainty mask (share of unlabelled voxels kept, entropy threshold)":
                       ["mask_share", "uncertainty_threshold"]}
