@@ -4,11 +4,16 @@ A `Branch2D` takes normalised 3-channel slices (N, 3, H, W) and returns class lo
 (N, K, H, W) at slice resolution. Which parameters train is fixed at construction by the
 fine-tuning strategy ('lora' | 'decoder' | 'whole'); only those (plus any new layers) are
 saved in a checkpoint, so a frozen pretrained base is never duplicated on disk.
+
+A subclass builds its layers, then calls `setup_finetuning()`, which injects LoRA adapters (under
+'lora') into the modules `lora_target_modules()` names and freezes what `is_trainable()` rejects.
 """
-from typing import Callable, Dict
+from typing import Dict, List
 
 import torch
 from torch import nn
+
+from .lora import find_conv_lora_targets, find_lora_targets, inject_lora, is_lora_param
 
 FINETUNE_STRATEGIES = ("lora", "decoder", "whole")
 
@@ -24,6 +29,10 @@ class Branch2D(nn.Module):
     #: keep normalisation layers whose parameters are all frozen in eval mode, so that a frozen
     #: pretrained BatchNorm keeps its statistics (and the checkpoint stays complete without them)
     freeze_frozen_norm_stats: bool = True
+    #: LoRA adapters under finetune='lora' (paper Sec. 3.1: r=64, alpha=64, dropout 0.1)
+    lora_r: int = 64
+    lora_alpha: int = 64
+    lora_dropout: float = 0.1
 
     def __init__(self, num_classes: int, finetune: str):
         super().__init__()
@@ -34,15 +43,57 @@ class Branch2D(nn.Module):
         #: True when the frozen base came from pretrained weights that can be loaded again from their
         #: source; False for a random init, whose frozen part a checkpoint must then store too
         self.pretrained = False
+        #: full names of the modules that carry LoRA adapters (empty unless finetune='lora')
+        self.lora_targets: List[str] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, K, H, W)
         raise NotImplementedError
+
+    # -- fine-tuning ---------------------------------------------------------------------------
+    def lora_target_modules(self) -> List[str]:
+        """Full names of the modules that get LoRA adapters. Default: the attention/MLP linear layers
+        anywhere in the model (found by name, see `lora.py`); subclasses restrict it to their encoder."""
+        return find_lora_targets(self)
+
+    def is_trainable(self, name: str, param: nn.Parameter) -> bool:
+        """Whether the model's own parameter `name` trains under `self.finetune` (LoRA adapter weights
+        always train). Every subclass says it."""
+        raise NotImplementedError(f"{type(self).__name__} must say which parameters train (`is_trainable`).")
+
+    def setup_finetuning(self) -> None:
+        """Apply the fine-tuning strategy; subclasses call this once, at the end of `__init__`.
+
+        Under 'lora', inject adapters (r, alpha, dropout from the class attributes) into
+        `lora_target_modules()`; then set `requires_grad` from `is_trainable` and re-apply the
+        train/eval policy of frozen norm layers."""
+        if self.finetune == "lora":
+            targets = list(self.lora_target_modules())
+            if not targets:
+                layers = find_conv_lora_targets(self)
+                raise ValueError(f"{type(self).__name__}: no LoRA target module found (its linear and convolution "
+                                 f"layers: {layers[:8]}{'...' if len(layers) > 8 else ''}); choose them in "
+                                 f"`lora_target_modules()` or use finetune='decoder' or 'whole'.")
+            inject_lora(self, targets, self.lora_r, self.lora_alpha, self.lora_dropout)
+            self.lora_targets = targets
+        for name, param in self.named_parameters():
+            param.requires_grad_(is_lora_param(name) or bool(self.is_trainable(name, param)))
+        self.train(self.training)
+
+    def describe_weights(self) -> str:
+        """The model and where its weights come from, for `describe` ('' = nothing to add)."""
+        return ""
 
     def describe(self) -> str:
         """One line for the training log: model, source of the weights, strategy, #trainable params."""
         n_train = sum(p.numel() for p in self.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in self.parameters())
-        return f"{self.kind} ({self.finetune}): {n_train:,} of {n_all:,} parameters trainable"
+        parts = [f"{self.kind} ({self.finetune}): {n_train:,} of {n_all:,} parameters trainable",
+                 self.describe_weights()]
+        if self.lora_targets:
+            parts.append(f"LoRA on {len(self.lora_targets)} layers")
+        return "; ".join(p for p in parts if p)
+
+    # -- checkpoints ---------------------------------------------------------------------------
 
     def trainable_state_dict(self) -> Dict[str, torch.Tensor]:
         """What a checkpoint stores: every tensor that training can change (trainable params and
@@ -84,10 +135,3 @@ class Branch2D(nn.Module):
                         and not any(p.requires_grad for p in module.parameters(recurse=False))):
                     module.eval()
         return self
-
-    def _set_trainable(self, is_trainable: Callable[[str, nn.Parameter], bool]) -> None:
-        """Set `requires_grad` of every parameter from `is_trainable(name, param)`, then re-apply the
-        train/eval policy of frozen norm layers. Subclasses call this once, at the end of `__init__`."""
-        for name, param in self.named_parameters():
-            param.requires_grad_(bool(is_trainable(name, param)))
-        self.train(self.training)

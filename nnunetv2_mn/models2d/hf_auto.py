@@ -14,7 +14,7 @@ or `model.backbone` for UperNet) and everything else, the task head. Fine-tuning
   'decoder' head trainable, encoder frozen.
   'whole'   everything trainable.
 """
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -22,16 +22,14 @@ from torch import nn
 
 from .base import Branch2D
 from .loading import load_hf_config, load_hf_pretrained
-from .lora import ATTENTION_MLP_LEAVES, find_lora_targets, inject_lora, is_lora_param
+from .lora import ATTENTION_MLP_LEAVES, find_lora_targets
 
 
 class HFSegmentationBranch(Branch2D):
     """source: hub id or local `save_pretrained` directory; config: a model config instead (random weights)."""
 
     kind = "hf"
-    lora_r = 64
-    lora_alpha = 64
-    lora_dropout = 0.1
+    #: leaf names of the encoder's linear layers that get LoRA adapters
     lora_target_leaves = ATTENTION_MLP_LEAVES
     #: candidate attribute names of the encoder, after the model's own `base_model_prefix`
     encoder_attributes = ("backbone", "encoder")
@@ -56,15 +54,7 @@ class HFSegmentationBranch(Branch2D):
                 config=self._adapt_config(cfg, num_classes), ignore_mismatched_sizes=True)
             self.pretrained = True
         self.encoder_prefix = "model." + self._encoder_attribute(self.model)
-        self.lora_targets = []
-        if finetune == "lora":
-            self.lora_targets = find_lora_targets(self, prefix=self.encoder_prefix, leaves=self.lora_target_leaves)
-            if not self.lora_targets:
-                linears = find_lora_targets(self, prefix=self.encoder_prefix, leaves=None)
-                raise ValueError(f"No attention/MLP layer among the encoder's linear layers {linears[:8]}...; "
-                                 f"set `lora_target_leaves` in a subclass or use finetune='whole'.")
-            inject_lora(self, self.lora_targets, self.lora_r, self.lora_alpha, self.lora_dropout)
-        self._set_trainable(self._is_trainable)
+        self.setup_finetuning()
 
     @staticmethod
     def _adapt_config(config, num_classes: int):
@@ -81,14 +71,17 @@ class HFSegmentationBranch(Branch2D):
         raise ValueError(f"Cannot tell the encoder of {type(model).__name__} (children: "
                          f"{[n for n, _ in model.named_children()]}); set `encoder_attributes` in a subclass.")
 
-    def _is_trainable(self, name: str, param: nn.Parameter) -> bool:
+    def lora_target_modules(self) -> List[str]:
+        """The encoder's linear layers whose last name is in `lora_target_leaves`."""
+        return find_lora_targets(self, prefix=self.encoder_prefix, leaves=self.lora_target_leaves)
+
+    def is_trainable(self, name: str, param: nn.Parameter) -> bool:
         in_encoder = name.startswith(self.encoder_prefix + ".")
         if self.finetune == "whole" or not in_encoder:
             return True
         if self.finetune == "decoder":
             return False
-        module = self.get_submodule(name.rpartition(".")[0])
-        return is_lora_param(name) or isinstance(module, nn.LayerNorm)
+        return isinstance(self.get_submodule(name.rpartition(".")[0]), nn.LayerNorm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(pixel_values=x).logits
@@ -96,7 +89,5 @@ class HFSegmentationBranch(Branch2D):
             logits = F.interpolate(logits, size=x.shape[-2:], mode=self.upsample_mode, align_corners=False)
         return logits
 
-    def describe(self) -> str:
-        arch = type(self.model).__name__
-        lora = f"; LoRA on {len(self.lora_targets)} layers" if self.lora_targets else ""
-        return f"{super().describe()}; {arch} from {self.source}{lora}"
+    def describe_weights(self) -> str:
+        return f"{type(self.model).__name__} from {self.source}"

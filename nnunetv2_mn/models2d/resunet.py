@@ -24,7 +24,7 @@ from torch import nn
 
 from .base import Branch2D
 from .loading import Pretrained2DModelNotFound
-from .lora import find_conv_lora_targets, inject_lora, is_lora_param
+from .lora import find_conv_lora_targets
 
 
 class ConvBNReLU(nn.Sequential):
@@ -99,7 +99,6 @@ class ResUNetBranch(Branch2D):
     encoder_prefix = "encoder"
     lora_r = 8
     lora_alpha = 8
-    lora_dropout = 0.1
     #: under LoRA, train the encoder's normalisation layers (the CNN analogue of SegFormer's LayerNorms)
     lora_train_encoder_norms = True
 
@@ -119,11 +118,7 @@ class ResUNetBranch(Branch2D):
             self.pretrained = True
         self.decoder = UNetDecoder(self.encoder.feature_info.channels(), decoder_channels or self.decoder_channels,
                                    num_classes)
-        self.lora_targets = []
-        if finetune == "lora":
-            self.lora_targets = find_conv_lora_targets(self, prefix=self.encoder_prefix)
-            inject_lora(self, self.lora_targets, self.lora_r, self.lora_alpha, self.lora_dropout)
-        self._set_trainable(self._is_trainable)
+        self.setup_finetuning()
 
     # -- weights -------------------------------------------------------------------------------
     def full_model_state_dict(self) -> Optional[Dict[str, torch.Tensor]]:
@@ -148,14 +143,18 @@ class ResUNetBranch(Branch2D):
         return {k: full_state[k] for k in self.encoder.state_dict()}
 
     # -- fine-tuning ---------------------------------------------------------------------------
-    def _is_trainable(self, name: str, param: nn.Parameter) -> bool:
+    def lora_target_modules(self) -> List[str]:
+        """The encoder's ungrouped convolutions and linear layers."""
+        return find_conv_lora_targets(self, prefix=self.encoder_prefix)
+
+    def is_trainable(self, name: str, param: nn.Parameter) -> bool:
         if self.finetune == "whole" or not name.startswith(self.encoder_prefix + "."):
             return True
         if self.finetune == "decoder":
             return False
         module = self.get_submodule(name.rpartition(".")[0])
         is_norm = isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm))
-        return is_lora_param(name) or (self.lora_train_encoder_norms and is_norm)
+        return self.lora_train_encoder_norms and is_norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x), x)
@@ -163,6 +162,5 @@ class ResUNetBranch(Branch2D):
     def weights_description(self) -> str:
         return self.source or "random init"
 
-    def describe(self) -> str:
-        lora = f"; LoRA on {len(self.lora_targets)} layers" if self.lora_targets else ""
-        return f"{super().describe()}; encoder {self.encoder_name} from {self.weights_description()}{lora}"
+    def describe_weights(self) -> str:
+        return f"encoder {self.encoder_name} from {self.weights_description()}"

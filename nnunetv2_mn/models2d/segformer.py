@@ -15,7 +15,7 @@ Fine-tuning (paper Sec. 2.1 / 3.3, Table 4):
   'decoder' decode head + new head trainable, encoder frozen.
   'whole'   everything trainable.
 """
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from torch import nn
@@ -24,8 +24,7 @@ from nnunetv2_mn.settings import DEFAULT_2D_MODEL
 
 from .base import Branch2D
 from .loading import load_hf_pretrained
-from .lora import find_lora_targets, inject_lora, is_lora_param
-
+from .lora import find_lora_targets
 
 
 class FeatureImageUpHead(nn.Module):
@@ -55,9 +54,6 @@ class SegFormerBranch(Branch2D):
     encoder_prefix = "model.segformer"
     decoder_prefix = "model.decode_head"
     head_prefix = "head"
-    lora_r = 64
-    lora_alpha = 64
-    lora_dropout = 0.1
     #: official code: peft `bias="all"`, every bias of the model trains under LoRA
     lora_train_all_biases = True
 
@@ -78,19 +74,19 @@ class SegFormerBranch(Branch2D):
         self.model = model
         self.head = FeatureImageUpHead(model.config.decoder_hidden_size, num_classes, stride=4,
                                        image_channels=model.config.num_channels)
-        self.lora_targets = []
-        if finetune == "lora":
-            self.lora_targets = find_lora_targets(self, prefix=self.encoder_prefix)
-            inject_lora(self, self.lora_targets, self.lora_r, self.lora_alpha, self.lora_dropout)
-        self._set_trainable(self._is_trainable)
+        self.setup_finetuning()
 
-    def _is_trainable(self, name: str, param: nn.Parameter) -> bool:
+    def lora_target_modules(self) -> List[str]:
+        """Attention q/k/v/o projections and Mix-FFN fc1/fc2 of every encoder block."""
+        return find_lora_targets(self, prefix=self.encoder_prefix)
+
+    def is_trainable(self, name: str, param: nn.Parameter) -> bool:
         if self.finetune == "whole" or name.startswith(self.head_prefix + "."):
             return True
         if self.finetune == "decoder":
             return name.startswith(self.decoder_prefix + ".")
         # lora
-        if is_lora_param(name) or (self.lora_train_all_biases and name.endswith(".bias")):
+        if self.lora_train_all_biases and name.endswith(".bias"):
             return True
         module = self.get_submodule(name.rpartition(".")[0])
         return name.startswith(self.encoder_prefix + ".") and isinstance(module, nn.LayerNorm)
@@ -99,8 +95,7 @@ class SegFormerBranch(Branch2D):
         features = self.model(pixel_values=x).logits  # classifier is Identity: fused decoder features, H/4
         return self.head(features, x)
 
-    def describe(self) -> str:
+    def describe_weights(self) -> str:
         missing = len(self.loading_info["missing_keys"]) if self.loading_info else 0
         extra = f", {missing} weights missing from the checkpoint (random)" if missing else ""
-        lora = f"; LoRA on {len(self.lora_targets)} layers" if self.lora_targets else ""
-        return f"{super().describe()}; weights: {self.source}{extra}{lora}"
+        return f"weights: {self.source}{extra}"

@@ -12,7 +12,10 @@ class Toy(Branch2D):
         super().__init__(2, finetune)
         self.encoder = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
         self.decoder = nn.Sequential(nn.Conv2d(4, 2, 1), nn.BatchNorm2d(2))
-        self._set_trainable(lambda name, p: finetune == "whole" or name.startswith("decoder."))
+        self.setup_finetuning()
+
+    def is_trainable(self, name, param):
+        return self.finetune == "whole" or name.startswith("decoder.")
 
     def forward(self, x):
         return self.decoder(self.encoder(x))
