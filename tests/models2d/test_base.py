@@ -21,6 +21,27 @@ class Toy(Branch2D):
         return self.decoder(self.encoder(x))
 
 
+class ToyTransformer(Branch2D):
+    """Attention/MLP-named linear layers and a head; no LoRA code of its own, only its trainable rule."""
+
+    kind = "toy_transformer"
+    lora_r = 4
+
+    def __init__(self, finetune="lora"):
+        super().__init__(2, finetune)
+        self.encoder = nn.ModuleDict({"q_proj": nn.Linear(3, 8), "norm": nn.LayerNorm(8), "fc1": nn.Linear(8, 8)})
+        self.head = nn.Linear(8, 2)
+        self.setup_finetuning()
+
+    def is_trainable(self, name, param):
+        return self.finetune == "whole" or name.startswith("head.")
+
+    def forward(self, x):
+        h = x.permute(0, 2, 3, 1)
+        h = self.encoder["fc1"](self.encoder["norm"](self.encoder["q_proj"](h)))
+        return self.head(h).permute(0, 3, 1, 2)
+
+
 def test_unknown_strategy_rejected():
     with pytest.raises(ValueError, match="fine-tuning strategy"):
         Toy("adapter")
@@ -48,6 +69,28 @@ def test_load_trainable_state_dict_is_strict():
     with pytest.raises(RuntimeError, match="missing"):
         b.load_trainable_state_dict(state)
     assert "toy (decoder)" in a.describe()
+
+
+def test_lora_and_freezing_come_from_the_base():
+    toy = ToyTransformer("lora")
+    assert toy.lora_targets == ["encoder.fc1", "encoder.q_proj"]
+    q_proj = toy.encoder["q_proj"]
+    assert q_proj.lora_A["default"].out_features == 4                       # subclass setting
+    assert q_proj.scaling["default"] == Branch2D.lora_alpha / 4 and q_proj.lora_dropout["default"].p == 0.1
+    trainable = {n for n, p in toy.named_parameters() if p.requires_grad}
+    assert trainable == {f"encoder.{m}.lora_{ab}.default.weight" for m in ("q_proj", "fc1") for ab in "AB"} \
+        | {"head.weight", "head.bias"}                                       # adapters + the subclass's rule
+    assert set(toy.trainable_state_dict()) == trainable
+    assert toy.describe().endswith("; LoRA on 2 layers")
+    assert toy(torch.randn(2, 3, 5, 6)).shape == (2, 2, 5, 6)
+    whole = ToyTransformer("whole")
+    assert whole.lora_targets == [] and "LoRA" not in whole.describe()
+    assert all(p.requires_grad for p in whole.parameters())
+
+
+def test_lora_without_targets_is_an_error():
+    with pytest.raises(ValueError, match="no LoRA target module"):
+        Toy("lora")
 
 
 def test_package_exports():
