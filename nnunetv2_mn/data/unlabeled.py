@@ -15,7 +15,6 @@ says `"complete": true` only after a run that preprocessed every case; the train
 Before anything is written, the raw images are checked (`nnunetv2_mn.data.validation`): damaged or truncated files,
 cases that are labelled cases (same name or same voxel data), spacing or orientation unlike the labelled images.
 """
-import argparse
 import hashlib
 import json
 import multiprocessing
@@ -443,33 +442,3 @@ def preprocess_unlabeled(dataset: Union[str, int], configurations: Sequence[str]
                                                num_processes, verbose)
         done_identifiers[data_identifier] = c
     return results
-
-
-def _parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Preprocess imagesUnlabeled/ of an nnU-Net data set with its plans into "
-                                            "nnUNet_preprocessed/DatasetXXX_Name/{data_identifier}_unlabeled/.")
-    p.add_argument("-d", required=True, help="dataset id or name")
-    p.add_argument("-c", nargs="+", default=["3d_fullres"], help="configurations (default: 3d_fullres)")
-    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
-    p.add_argument("-np", type=int, default=2, help="worker processes (default: 2)")
-    p.add_argument("--include_imagesTs", action="store_true",
-                   help="also preprocess imagesTs/ as unlabelled data (transductive setting)")
-    p.add_argument("--accept_geometry", action="store_true",
-                   help="preprocess unlabelled images whose spacing or orientation differs from the labelled images "
-                        "(a warning lists them instead of an error)")
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> None:
-    a = _parse_args(argv)
-    try:
-        results = preprocess_unlabeled(a.d, a.c, a.p, a.np, a.include_imagesTs, accept_geometry=a.accept_geometry)
-    except UnlabeledDataError as e:
-        raise SystemExit(f"ERROR: {e}")
-    for c, r in results.items():
-        print(f"{c}: {len(r['processed'])} preprocessed, {len(r['unchanged'])} unchanged, "
-              f"{len(r['removed'])} removed; {len(r['processed']) + len(r['unchanged'])} cases in {r['output_folder']}")
-
-
-if __name__ == "__main__":
-    main()

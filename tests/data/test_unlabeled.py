@@ -9,7 +9,7 @@ import SimpleITK as sitk
 
 from nnunetv2_mn.data.synthetic import make_synthetic_dataset
 from nnunetv2_mn.data.unlabeled import (MANIFEST, UnlabeledDataError, get_unlabeled_preprocessed_folder,
-                                        list_unlabeled_cases, main, preprocess_unlabeled)
+                                        list_unlabeled_cases, preprocess_unlabeled)
 
 DID = 930
 NAME = "Dataset930_MNSynthetic"
@@ -163,11 +163,3 @@ def test_not_planned_and_unknown_configuration(nnunet_dirs, planned_template):
     with pytest.raises(UnlabeledDataError, match=r"3d_lowres.*Available"):
         preprocess_unlabeled(DID, configurations=("3d_lowres",), verbose=False)
 
-
-def test_cli(planned, capsys):
-    main(["-d", str(DID), "-c", "3d_fullres", "-np", "1"])
-    assert "2 preprocessed, 0 unchanged, 0 removed" in capsys.readouterr().out
-    shutil.rmtree(planned / "imagesUnlabeled")
-    with pytest.raises(SystemExit, match="ERROR: No imagesUnlabeled folder") as e:
-        main(["-d", str(DID)])
-    assert e.value.code != 0
