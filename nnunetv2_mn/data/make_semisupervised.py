@@ -11,14 +11,11 @@ Files are copied; the source is never modified. `split_record.json` in the new f
 
     nnUNetv2_mn_make_semisupervised -d /data/Task04_Hippocampus -o 504 --num_labeled 4 --num_test 40
 """
-import argparse
 import datetime
 import json
 import os
 import re
-import shlex
 import shutil
-import sys
 from typing import Dict, List, Optional, Union
 
 import numpy as np
@@ -216,37 +213,3 @@ def _write_record(target: str, source: str, layout: str, seed: int, split: dict,
               "test": split["test"], "unlabeled_from_source_imagesUnlabeled": source_unlabeled,
               "command": command, "created": datetime.datetime.now().isoformat(timespec="seconds")}
     save_json(record, os.path.join(target, SPLIT_RECORD), sort_keys=False)
-
-
-# ----------------------------------------------------------------------------------------------------- CLI
-def _parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Split a labelled nnU-Net raw data set or MSD task folder into N "
-                                            "labelled, M test and the remaining unlabelled cases.")
-    p.add_argument("-d", required=True, help="source: nnU-Net dataset id/name, or a folder (nnU-Net raw or MSD "
-                                             "TaskNN_Name, e.g. /work/shared/data/Task04_Hippocampus)")
-    p.add_argument("-o", type=int, required=True, help="target dataset id")
-    p.add_argument("--name", default=None, help="target dataset name (default: {source name}_{N}lab)")
-    p.add_argument("--num_labeled", type=int, required=True)
-    p.add_argument("--num_test", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="rebuild the target's raw folder if it exists")
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> None:
-    a = _parse_args(argv)
-    command = shlex.join(["nnUNetv2_mn_make_semisupervised"] + list(sys.argv[1:] if argv is None else argv))
-    try:
-        path = make_semisupervised(a.d, a.o, a.num_labeled, a.num_test, a.seed, a.name, a.overwrite, command)
-    except (DatasetSplitError, FileExistsError) as e:
-        raise SystemExit(f"ERROR: {e}")
-    rec = load_json(os.path.join(path, SPLIT_RECORD))
-    print(f"Wrote {path}\n  imagesTr/labelsTr: {rec['num_labeled']} labelled\n"
-          f"  {UNLABELED_RAW_FOLDER}: {rec['num_unlabeled']} unlabelled\n"
-          f"  imagesTs/labelsTs: {rec['num_test']} test\n  split record: {os.path.join(path, SPLIT_RECORD)}\n"
-          f"Next:\n  nnUNetv2_plan_and_preprocess -d {a.o} -c 3d_fullres --verify_dataset_integrity -npfp 2 -np 2\n"
-          f"  nnUNetv2_mn_preprocess_unlabeled -d {a.o} -c 3d_fullres -np 2")
-
-
-if __name__ == "__main__":
-    main()

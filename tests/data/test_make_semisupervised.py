@@ -4,8 +4,7 @@ import os
 
 import pytest
 
-from nnunetv2_mn.data.make_semisupervised import (SPLIT_RECORD, DatasetSplitError, main, make_semisupervised,
-                                                  split_cases)
+from nnunetv2_mn.data.make_semisupervised import SPLIT_RECORD, DatasetSplitError, make_semisupervised, split_cases
 from nnunetv2_mn.data.synthetic import make_synthetic_dataset
 
 FOLDERS = ("imagesTr", "labelsTr", "imagesUnlabeled", "imagesTs", "labelsTs")
@@ -77,18 +76,6 @@ def test_refuses_to_overwrite(source):
         make_semisupervised(500, 500, num_labeled=2, target_name="Src", overwrite=True)
     path = make_semisupervised(500, 520, num_labeled=4, num_test=2, target_name="Src_2lab", overwrite=True)
     assert _counts(path)["imagesTr"] == 4
-
-
-def test_cli(source, capsys):
-    main(["-d", "500", "-o", "530", "--num_labeled", "2", "--num_test", "2", "--seed", "5"])
-    out = capsys.readouterr().out
-    assert "Dataset530_Src_2lab" in out and "nnUNetv2_mn_preprocess_unlabeled -d 530" in out
-    rec = _record(os.path.join(os.environ["nnUNet_raw"], "Dataset530_Src_2lab"))
-    assert rec["command"] == "nnUNetv2_mn_make_semisupervised -d 500 -o 530 --num_labeled 2 --num_test 2 --seed 5"
-    with pytest.raises(SystemExit, match="Cannot take"):
-        main(["-d", "500", "-o", "531", "--num_labeled", "20"])
-    with pytest.raises(SystemExit, match="neither a folder nor a data set"):
-        main(["-d", "777", "-o", "532", "--num_labeled", "2"])
 
 
 @pytest.mark.hippocampus
