@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunetv2_mn.data.synthetic import main, make_synthetic_dataset
+from nnunetv2_mn.data.synthetic import make_synthetic_dataset
 
 SHAPE = (16, 24, 24)
 
@@ -66,10 +66,3 @@ def test_refuses_to_overwrite(tmp_path):
         make_synthetic_dataset(904, name="Other", **kw)
     make_synthetic_dataset(904, overwrite=True, **kw)
 
-
-def test_cli_prints_next_commands(nnunet_dirs, capsys):
-    main(["-d", "905", "--shape", "8", "12", "12", "--num_labeled", "2", "--num_unlabeled", "1", "--num_test", "1"])
-    out = capsys.readouterr().out
-    assert "Dataset905_MNSynthetic" in out
-    assert "nnUNetv2_plan_and_preprocess -d 905" in out and "nnUNetv2_mn_preprocess_unlabeled -d 905" in out
-    assert len(os.listdir(nnunet_dirs["nnUNet_raw"] / "Dataset905_MNSynthetic" / "imagesUnlabeled")) == 1
