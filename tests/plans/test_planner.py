@@ -1,4 +1,4 @@
-"""nnUNetv2_mn_plan: the GPU memory split, the plans file it writes, and what it refuses to overwrite."""
+"""MNExperimentPlanner: the GPU memory split, the plans it makes, and what it refuses to overwrite."""
 import json
 import os
 
@@ -6,11 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunetv2_mn.plans.planner import (PLANS_KEY_2D_MODEL, PLANS_KEY_SLICE_AXIS, MemoryBudgetError,
-                                       MNExperimentPlanner, budget_3d_target, main)
-
-MN_KEYS = {"mn_2d_model", "mn_slice_axis", "mn_gpu_memory_target_gb", "mn_3d_memory_target_gb",
-           "mn_estimated_3d_memory_gb", "mn_estimated_2d_memory_gb", "mn_2d_bytes_per_pixel", "mn_2d_slices_per_step"}
+from nnunetv2_mn.plans.planner import MemoryBudgetError, MNExperimentPlanner, budget_3d_target
 
 
 def _write(array, spacing_zyx, filename):
@@ -98,56 +94,19 @@ def test_patch_shrinks_for_the_2d_model(nnunet_dirs):
     assert above + cost_2d(_plain_3d_fullres(902, above)) > 8.0
 
 
-def test_cli_extracts_fingerprint_plans_and_keeps_nnunetplans(nnunet_dirs, capsys):
-    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-    _raw_dataset(nnunet_dirs["nnUNet_raw"], 901, "Tiny", (16, 24, 24), (2.0, 1.0, 1.0), 3)
-    prep = os.path.join(nnunet_dirs["nnUNet_preprocessed"], "Dataset901_Tiny")
-    main(["-d", "901", "-np", "1"])  # no fingerprint yet: extracted with nnU-Net's API
-    assert os.path.isfile(os.path.join(prep, "dataset_fingerprint.json"))
-    out = capsys.readouterr().out
-    assert "nnUNetv2_train 901 3d_fullres 0 -tr nnUNetTrainerMN -p nnUNetMNPlans" in out
-    assert "nnUNetv2_mn_preprocess_unlabeled -d 901 -c 3d_fullres -p nnUNetMNPlans" in out
-
-    # the user's own nnU-Net plans, then a re-plan with other M&N settings
-    ExperimentPlanner(901, 8).plan_experiment()
-    nnunet_plans = open(os.path.join(prep, "nnUNetPlans.json"), "rb").read()
-    with pytest.raises(SystemExit, match="--overwrite"):
-        main(["-d", "901", "--slice_axis", "2"])
-    main(["-d", "901", "--slice_axis", "2", "--2d_model", "/models/segformer-b0", "-gpu_memory_target", "6",
-          "--overwrite"])
-    assert open(os.path.join(prep, "nnUNetPlans.json"), "rb").read() == nnunet_plans
-
-    plans = json.load(open(os.path.join(prep, "nnUNetMNPlans.json")))
-    assert list(plans["configurations"]) == ["3d_fullres"] and plans["plans_name"] == "nnUNetMNPlans"
-    c = plans["configurations"]["3d_fullres"]
-    assert MN_KEYS <= set(c)
-    assert (c["mn_2d_model"], c["mn_slice_axis"], c["mn_gpu_memory_target_gb"]) == ("/models/segformer-b0", 2, 6.0)
-    # a tiny image: the patch is the whole image at any target, so the 3D part gets exactly total - e
-    assert c["patch_size"] == [16, 24, 24] and c["batch_size"] == 2
-    assert c["mn_estimated_2d_memory_gb"] == pytest.approx(2 * 16 * 24 * 24 * 4.6e3 / 1e9, abs=1e-4)
-    assert c["mn_3d_memory_target_gb"] == pytest.approx(6.0 - c["mn_estimated_2d_memory_gb"], abs=1e-4)
-    assert c["mn_2d_slices_per_step"] == 2 * 24
-
-    cm = PlansManager(os.path.join(prep, "nnUNetMNPlans.json")).get_configuration("3d_fullres")
-    assert cm.configuration[PLANS_KEY_SLICE_AXIS] == 2
-    assert cm.configuration[PLANS_KEY_2D_MODEL] == "/models/segformer-b0"
-    assert list(cm.patch_size) == [16, 24, 24]
-
-
 def test_refuses_existing_plans_and_bad_settings(nnunet_dirs):
     prep = _dataset_with_fingerprint(nnunet_dirs, 903, (32, 64, 64), (1.0, 1.0, 1.0))
     for name in ("nnUNetPlans", "nnUNetMNPlans"):
         with open(os.path.join(prep, name + ".json"), "w") as f:
             f.write("{}")
-    with pytest.raises(SystemExit, match="--overwrite"):
-        main(["-d", "903"])
+    with pytest.raises(FileExistsError, match="overwrite"):
+        MNExperimentPlanner(903).plan_experiment()
     with pytest.raises(FileExistsError):  # even when asked to write under nnU-Net's default name
         MNExperimentPlanner(903, plans_name="nnUNetPlans").plan_experiment()
     for name in ("nnUNetPlans", "nnUNetMNPlans"):
         assert open(os.path.join(prep, name + ".json")).read() == "{}"
     with pytest.raises(ValueError, match="mn_slice_axis"):
         MNExperimentPlanner(903, mn_slice_axis=3)
-    with pytest.raises(SystemExit, match="smallest 3D target"):  # a 2D model that cannot fit next to any 3D plan
-        main(["-d", "903", "-pl_name", "Other", "--bytes_per_pixel", "1e6"])
+    with pytest.raises(MemoryBudgetError, match="smallest 3D target"):  # a 2D model that cannot fit next to any 3D plan
+        MNExperimentPlanner(903, plans_name="Other", bytes_per_pixel_2d=1e6).plan_experiment()
     assert not os.path.exists(os.path.join(prep, "Other.json"))
