@@ -3,15 +3,14 @@
 Images are read with nnU-Net's reader/writer for the dataset (dataset.json `file_ending` /
 `overwrite_image_reader_writer`). Results go to `summary_mn.json` (nnU-Net summary.json layout
 plus std/median/min/max and excluded-case counts) and a Markdown table `summary_mn.md`.
-Console script: `nnUNetv2_mn_evaluate -ref REF -pred PRED -djfile dataset.json`.
+Console script (nnunetv2_mn.cli.evaluate): `nnUNetv2_mn_evaluate -ref REF -pred PRED -djfile dataset.json`.
 """
-import argparse
 import json
 import math
 import multiprocessing
 import os
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -180,30 +179,6 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Console entry point `nnUNetv2_mn_evaluate`."""
-    parser = argparse.ArgumentParser(description="Dice/Jaccard/HD95/ASD of a prediction folder (medpy definitions).")
-    parser.add_argument("-ref", required=True, help="folder with reference segmentations")
-    parser.add_argument("-pred", required=True, help="folder with predicted segmentations")
-    parser.add_argument("-djfile", required=True, help="dataset.json (labels, file_ending)")
-    parser.add_argument("-o", default=None,
-                        help=f"output JSON (default: PRED/{SUMMARY_NAME}); Markdown goes next to it")
-    parser.add_argument("--voxel", action="store_true", help="distances in voxels instead of mm")
-    parser.add_argument("-np", type=int, default=2, help="number of worker processes (default 2)")
-    parser.add_argument("--one_empty_distance", type=float, default=None,
-                        help="HD95/ASD when exactly one mask is empty (default: NaN, excluded from means)")
-    parser.add_argument("--subset", action="store_true",
-                        help="evaluate only predicted cases when the reference folder has more")
-    args = parser.parse_args(argv)
-    try:
-        summary = evaluate_folder(args.ref, args.pred, args.djfile, args.o, args.voxel, args.np,
-                                  one_empty_distance=args.one_empty_distance, allow_subset=args.subset)
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        parser.exit(1, f"{parser.prog}: error: {e}\n")
-    print(markdown_table(summary))
-    print(f"Written: {args.o or os.path.join(args.pred, SUMMARY_NAME)} (+ .md)")
-
-
 def _run(args: List[tuple], num_processes: int) -> List[dict]:
     if num_processes <= 1 or len(args) == 1:
         return [evaluate_case(*a) for a in args]
@@ -257,6 +232,3 @@ def _fmt(value: Optional[float]) -> str:
 def _mean_std(mean: Optional[float], std: Optional[float]) -> str:
     return "n/a" if mean is None else f"{mean:.4f} ± {std:.4f}"
 
-
-if __name__ == "__main__":
-    main()

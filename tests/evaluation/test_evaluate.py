@@ -1,4 +1,4 @@
-"""evaluate_folder / nnUNetv2_mn_evaluate on tiny NIfTI files written with SimpleITK, checked against medpy."""
+"""evaluate_folder on tiny NIfTI files written with SimpleITK, checked against medpy."""
 import json
 import math
 
@@ -105,14 +105,13 @@ def test_evaluate_folder_mm_matches_medpy_and_writes_markdown(folders):
     assert "| case_002.nii.gz | 2 | prediction |" in md
 
 
-def test_cli_voxel_units_custom_output_two_processes(folders, tmp_path, capsys):
+def test_voxel_units_custom_output_two_processes(folders, tmp_path):
     ref_dir, pred_dir, dj, cases = folders
     out = tmp_path / "out" / "eval.json"
-    E.main(["-ref", str(ref_dir), "-pred", str(pred_dir), "-djfile", str(dj), "-o", str(out), "--voxel", "-np", "2"])
+    E.evaluate_folder(str(ref_dir), str(pred_dir), str(dj), str(out), voxel_units=True, num_processes=2)
     summary = _check_against_medpy(out, cases, True)
     assert summary["settings"]["units"] == "voxel"
     assert "HD95 (voxel)" in (tmp_path / "out" / "eval.md").read_text()
-    assert "HD95 (voxel)" in capsys.readouterr().out
     assert not (pred_dir / "summary_mn.json").exists()
 
 
@@ -186,11 +185,3 @@ def test_clear_errors(folders, tmp_path):
         E.evaluate_folder(str(ref_dir), str(tmp_path), str(dj), num_processes=1)
     assert not math.isnan(subset["mean"]["1"]["Dice"])
 
-
-def test_cli_reports_errors_without_traceback(folders, capsys):
-    ref_dir, pred_dir, dj, _ = folders
-    (pred_dir / "case_000.nii.gz").unlink()
-    with pytest.raises(SystemExit) as exc:
-        E.main(["-ref", str(ref_dir), "-pred", str(pred_dir), "-djfile", str(dj), "-np", "1"])
-    assert exc.value.code == 1
-    assert "error: 1 reference case(s) have no prediction" in capsys.readouterr().err
