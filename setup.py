@@ -11,8 +11,8 @@ PTH = "nnunetv2_mn_ext.pth"
 class build_py_with_pth(build_py):
     """Ship `nnunetv2_mn_ext.pth` at the root of site-packages.
 
-    The .pth runs `nnunetv2_mn_hook.register()` at interpreter start: it adds our trainer
-    folder to `nnUNet_extTrainer` (nnU-Net >= 2.8) without importing anything heavy.
+    The .pth runs `nnunetv2_mn.trainers.discovery.register()` at interpreter start: it adds the trainers'
+    lookup folder to `nnUNet_extTrainer` (nnU-Net >= 2.8) without importing anything heavy.
     """
 
     def run(self):
@@ -76,14 +76,14 @@ setup(
         "nnunetv2_mn.mn",
         "nnunetv2_mn.models2d",
         "nnunetv2_mn.training",
-        "nnunetv2_mn.training.variants",
         "nnunetv2_mn.trainers",
+        "nnunetv2_mn.trainers.lookup",
+        "nnunetv2_mn.trainers.variants",
         "nnunetv2_mn.plans",
     ],
-    # `trainers/` is the folder nnU-Net's `nnUNet_extTrainer` points at (shim modules only);
-    # `plans/` holds the M&N experiment planner.
+    # `trainers/`: the trainer classes nnU-Net runs (found through `trainers/discovery.py`);
+    # `plans/`: the M&N experiment planner and plans presets.
     package_dir={"nnunetv2_mn.trainers": "trainers", "nnunetv2_mn.plans": "plans"},
-    py_modules=["nnunetv2_mn_hook"],
     cmdclass=cmdclass,
     install_requires=[
         "nnunetv2>=2.8.1,<2.9",
@@ -101,11 +101,11 @@ setup(
     entry_points={
         "console_scripts": [
             "nnUNetv2_mn_doctor=nnunetv2_mn.cli.doctor:main",
-            "nnUNetv2_mn_preprocess_unlabeled=nnunetv2_mn.data.unlabeled:main",
-            "nnUNetv2_mn_make_semisupervised=nnunetv2_mn.data.make_semisupervised:main",
-            "nnUNetv2_mn_synthetic=nnunetv2_mn.data.synthetic:main",
-            "nnUNetv2_mn_plan=nnunetv2_mn.plans.planner:main",
-            "nnUNetv2_mn_evaluate=nnunetv2_mn.evaluation.evaluate:main",
+            "nnUNetv2_mn_preprocess_unlabeled=nnunetv2_mn.cli.preprocess_unlabeled:main",
+            "nnUNetv2_mn_make_semisupervised=nnunetv2_mn.cli.make_semisupervised:main",
+            "nnUNetv2_mn_synthetic=nnunetv2_mn.cli.synthetic:main",
+            "nnUNetv2_mn_plan=nnunetv2_mn.cli.plan:main",
+            "nnUNetv2_mn_evaluate=nnunetv2_mn.cli.evaluate:main",
             "nnUNetv2_mn_demo=nnunetv2_mn.cli.demo:main",
             "nnUNetv2_mn_predict_uncertainty=nnunetv2_mn.cli.predict_uncertainty:main",
             "nnUNetv2_mn_predict_ensemble=nnunetv2_mn.cli.predict_ensemble:main",

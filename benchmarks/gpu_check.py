@@ -42,8 +42,8 @@ def run(cls, dataset, epochs_first, epochs_total):
 
 
 def main():
-    from nnunetv2_mn.training.mean_teacher import nnUNetTrainerMeanTeacher
-    from nnunetv2_mn.training.mn import nnUNetTrainerMN
+    from nnunetv2_mn.trainers.mean_teacher import nnUNetTrainerMeanTeacher
+    from nnunetv2_mn.trainers.mn import nnUNetTrainerMN
 
     p = argparse.ArgumentParser()
     p.add_argument("-d", required=True)

@@ -126,7 +126,7 @@ def main():
         print(render_table(sys.argv[2:]))
         return
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-    from nnunetv2_mn.training.mn import nnUNetTrainerMN
+    from nnunetv2_mn.trainers.mn import nnUNetTrainerMN
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-d", required=True)

@@ -1,5 +1,18 @@
-"""The folder `nnUNet_extTrainer` points at (set by the `nnunetv2_mn_ext.pth` startup hook).
+"""The trainers nnU-Net runs (`-tr NAME`): the semi-supervised base, M&N, Mean Teacher, self-training, UA-MT, DTC
+and their variants (`variants/`). How nnU-Net finds them: `discovery`.
 
-nnU-Net imports each module here by its bare name and drops it from sys.modules afterwards, so
-the modules only re-export classes defined in `nnunetv2_mn` (which stay importable and picklable).
+    from nnunetv2_mn.trainers import nnUNetTrainerMN   # any trainer, by name
+
+Import-light: the start-up hook imports `discovery` from here in every Python process; trainer classes load on
+first access.
 """
+
+
+def __getattr__(name: str):
+    if name.startswith("nnUNetTrainer"):
+        from .discovery import trainer_classes
+
+        classes = trainer_classes()
+        if name in classes:
+            return classes[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -42,8 +42,8 @@ def trainer_base(name: str):
     if name == "nnUNetTrainer":
         from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
         return nnUNetTrainer
-    import nnunetv2_mn.training.variants as variants
-    return getattr(variants, name)
+    from nnunetv2_mn.trainers.discovery import trainer_classes
+    return trainer_classes()[name]
 
 
 def make_trainers(spec: dict, module: str = __name__) -> Dict[str, type]:

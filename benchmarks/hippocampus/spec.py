@@ -251,18 +251,10 @@ def schedule_from_args(args) -> Schedule:
 
 
 # ====================================================================================================== trainers
-def trainer_class(name: str):
-    """The package's (or nnU-Net's) trainer class by name."""
-    if name == "nnUNetTrainer":
-        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-        return nnUNetTrainer
-    import nnunetv2_mn.training.variants as variants
-    return getattr(variants, name)
-
-
 def class_overrides(trainer: str, schedule: Schedule) -> dict:
     """Class attributes of the benchmark subclass other than the schedule: the offline 2D model on CPU."""
-    cls = trainer_class(trainer)
+    from .bench_trainers import trainer_base
+    cls = trainer_base(trainer)
     if schedule.model2d == "effnet_lite0" and getattr(cls, "branch2d_kind", None) == "segformer":
         return dict(OFFLINE_2D)
     return {}
@@ -270,7 +262,8 @@ def class_overrides(trainer: str, schedule: Schedule) -> dict:
 
 def resolved_attributes(trainer: str, schedule: Schedule) -> dict:
     """The method settings a benchmark trainer runs with (for the report and to find identical rows)."""
-    cls = trainer_class(trainer)
+    from .bench_trainers import trainer_base
+    cls = trainer_base(trainer)
     attrs = {"family": _family(cls)}
     attrs.update({a: getattr(cls, a) for a in MN_ATTRIBUTES if hasattr(cls, a)})
     attrs.update(class_overrides(trainer, schedule))

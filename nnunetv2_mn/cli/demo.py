@@ -22,6 +22,8 @@ import time
 from collections import deque
 from typing import Callable, Dict, List, Optional, Sequence
 
+from nnunetv2_mn.trainers import discovery
+
 DATASET_ID = 987
 DATASET_NAME = "MNDemo"
 DEFAULT_TRAINER = "nnUNetTrainerMN_EffNetLite0_demo"
@@ -69,14 +71,7 @@ def demo_env(workdir: str) -> Dict[str, str]:
     env["nnUNet_n_proc_DA"] = "2"
     # nnU-Net's final validation spawns nnUNet_def_n_proc (default 8) export workers, each importing torch
     env["nnUNet_def_n_proc"] = "2"
-    try:  # find our trainers even when the start-up hook is disabled (NNUNETV2_MN_NO_HOOK)
-        import nnunetv2_mn_hook
-        folder = nnunetv2_mn_hook.trainer_dir()
-        current = [p for p in env.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
-        if folder and folder not in current:
-            env["nnUNet_extTrainer"] = os.pathsep.join(current + [folder])
-    except ImportError:
-        pass
+    discovery.add_lookup_dir(env)  # find our trainers even when the start-up hook is disabled
     return env
 
 

@@ -6,8 +6,6 @@ One line per check (OK / WARN / INFO / FAIL), followed by the fix for each probl
 FAILs. Every check is a small function returning a `CheckResult`, so tests (and other tools) can call them alone.
 """
 import argparse
-import contextlib
-import io
 import os
 import re
 import sys
@@ -16,15 +14,14 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from nnunetv2_mn.settings import DEFAULT_2D_MODEL, ENV_2D_MODEL, OFFLINE_TRAINER, resolve_2d_source
+from nnunetv2_mn.trainers import discovery
+from nnunetv2_mn.trainers.discovery import EXT_TRAINER_VAR
 
 OK, WARN, INFO, FAIL = "OK", "WARN", "INFO", "FAIL"
 
 NNUNET_REQUIREMENT = ">=2.8.1,<2.9"
 PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 PATHS_DOC = "https://github.com/MIC-DKFZ/nnUNet/blob/master/documentation/setting_up_paths.md"
-EXT_TRAINER_VAR = "nnUNet_extTrainer"
-EXPORT_EXT_TRAINER = ('export nnUNet_extTrainer=$(python -c "import nnunetv2_mn_hook; '
-                      'print(nnunetv2_mn_hook.trainer_dir())")')
 DEFAULT_TRAINERS = ("nnUNetTrainerMN", "nnUNetTrainerMeanTeacher", "nnUNetTrainerMN_EffNetLite0")
 
 
@@ -76,36 +73,25 @@ def check_path_var(name: str, environ=None) -> CheckResult:
     return CheckResult(name, OK, f"{name}={value}")
 
 
-def _our_trainer_dir() -> Optional[str]:
-    import nnunetv2_mn_hook
-    return nnunetv2_mn_hook.trainer_dir()
-
-
 def check_ext_trainer(environ=None) -> CheckResult:
     environ = os.environ if environ is None else environ
-    folder = _our_trainer_dir()
-    if folder is None:
-        return CheckResult(EXT_TRAINER_VAR, FAIL, "the package nnunetv2_mn.trainers is not installed",
-                           "pip install nnunetv2-mn (or pip install -e . in a checkout)")
-    current = [p for p in environ.get(EXT_TRAINER_VAR, "").split(os.pathsep) if p]
-    if any(os.path.abspath(p) == folder for p in current):
+    folder = discovery.LOOKUP_DIR
+    if discovery.is_registered(environ):
         return CheckResult(EXT_TRAINER_VAR, OK, f"{EXT_TRAINER_VAR} contains {folder}")
-    why = ("the start-up hook is disabled (NNUNETV2_MN_NO_HOOK is set)" if environ.get("NNUNETV2_MN_NO_HOOK")
+    why = (f"the start-up hook is disabled ({discovery.NO_HOOK_VAR} is set)" if environ.get(discovery.NO_HOOK_VAR)
            else "the start-up hook nnunetv2_mn_ext.pth did not run (installed with an old setuptools?)")
     return CheckResult(EXT_TRAINER_VAR, FAIL, f"{EXT_TRAINER_VAR} does not contain {folder}: {why}; "
-                                              f"nnUNetv2_train -tr cannot find our trainers", EXPORT_EXT_TRAINER)
+                                              f"nnUNetv2_train -tr cannot find our trainers", discovery.EXPORT_LINE)
 
 
 def check_trainer(name: str) -> CheckResult:
     """nnU-Net's own lookup (as `nnUNetv2_train -tr NAME` does it), with its prints suppressed."""
     label = f"trainer {name}"
     try:
-        from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-        with contextlib.redirect_stdout(io.StringIO()):
-            cls = recursive_find_trainer_class_by_name(name)
+        cls = discovery.find_trainer(name)
     except Exception as e:
         first_line = (str(e).strip().splitlines() or [""])[0]
-        fix = (f"{EXPORT_EXT_TRAINER}\n(then re-run nnUNetv2_mn_doctor; see the {EXT_TRAINER_VAR} check above)"
+        fix = (f"{discovery.EXPORT_LINE}\n(then re-run nnUNetv2_mn_doctor; see the {EXT_TRAINER_VAR} check above)"
                if "Could not find requested nnunet trainer" in str(e) else _torchvision_fix(e))
         return CheckResult(label, FAIL, f"nnU-Net's trainer lookup failed: {type(e).__name__}: {first_line}", fix)
     module = getattr(cls, "__module__", "")
@@ -175,8 +161,8 @@ KIND_TRAINERS = {"segformer": "nnUNetTrainerMN", "hf": "nnUNetTrainerMN", "resun
 
 def trainer_finetune(kind: str) -> str:
     """`branch2d_finetune` of the trainer that uses `kind` (EfficientNet-Lite0: 'whole', SegFormer: 'lora')."""
-    import nnunetv2_mn.training.variants as variants
-    return getattr(variants, KIND_TRAINERS[kind]).branch2d_finetune if kind in KIND_TRAINERS else "decoder"
+    from nnunetv2_mn.trainers.discovery import trainer_classes
+    return trainer_classes()[KIND_TRAINERS[kind]].branch2d_finetune if kind in KIND_TRAINERS else "decoder"
 
 
 def check_2d_model(kind: str, source: Optional[str] = None, required: bool = True,

@@ -189,6 +189,7 @@ def dataset_checks(dataset: str, plans_identifier: str = "nnUNetPlans",
     try:
         ctx = _Context(dataset, plans_identifier, configuration)
     except UnlabeledDataError as e:
-        return [lambda: CheckResult(f"data set {dataset}", FAIL, str(e), "check -d and $nnUNet_raw")]
+        failure = CheckResult(f"data set {dataset}", FAIL, str(e), "check -d and $nnUNet_raw")
+        return [lambda: failure]
     return [lambda f=f: f(ctx) for f in (check_raw_layout, check_unlabeled_images, check_preprocessing,
                                          check_label_values_of, check_channels)]

@@ -75,7 +75,7 @@ def how_to_provide(source: str, what: str = "2D model", unreachable: bool = Fals
         f"  1. a local directory written by `save_pretrained` (on a machine with internet: "
         f"`AutoModelForSemanticSegmentation.from_pretrained({hub_id!r}).save_pretrained('/path/dir')`, "
         f"copy the directory over), then export {ENV_2D_MODEL}=/path/dir;",
-        f"  2. a filled Hugging Face cache (HF_HOME) on this machine and `HF_HUB_OFFLINE=1`;",
+        "  2. a filled Hugging Face cache (HF_HOME) on this machine and `HF_HUB_OFFLINE=1`;",
         f"  3. for the M&N trainer: export {ENV_2D_MODEL}=<hub id or directory> (or set the trainer's "
         f"2D-model source attribute) so it is used instead of the default;",
         f"  4. or train with -tr {OFFLINE_TRAINER}: its ImageNet-pretrained 2D model ships with pip and works offline.",

@@ -122,7 +122,7 @@ def test_custom_schedule_gets_its_own_trainer_names():
 def test_trainer_module_found_by_nnunet_lookup(tmp_path, monkeypatch):
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-    from nnunetv2_mn.training.variants import nnUNetTrainerMN, nnUNetTrainerMN_EffNetLite0Scratch
+    from nnunetv2_mn.trainers import nnUNetTrainerMN, nnUNetTrainerMN_EffNetLite0Scratch
 
     s = hb.SCHEDULES["cpu"]
     folder = tmp_path / "bench_trainers"
@@ -157,7 +157,7 @@ def test_trainer_module_found_by_nnunet_lookup(tmp_path, monkeypatch):
 
 def test_gpu_variants_keep_each_trainers_2d_model():
     from benchmarks.hippocampus.bench_trainers import make_trainers
-    from nnunetv2_mn.training.variants import nnUNetTrainerMN
+    from nnunetv2_mn.trainers import nnUNetTrainerMN
 
     spec = hb.variant_spec(["nnUNetTrainerMN", "nnUNetTrainerMN_Whole"], hb.SCHEDULES["gpu"])
     assert [v["attributes"] for v in spec["variants"]] == [{}, {}]

@@ -39,8 +39,8 @@ def test_env_points_nnunet_into_the_workdir(tmp_path, monkeypatch):
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         assert env[name] == str(tmp_path / name) and (tmp_path / name).is_dir()
     assert env["nnUNet_n_proc_DA"] != "0"  # nnU-Net's planner rejects 0
-    import nnunetv2_mn_hook
-    assert nnunetv2_mn_hook.trainer_dir() in env["nnUNet_extTrainer"].split(os.pathsep)
+    from nnunetv2_mn.trainers import discovery
+    assert discovery.LOOKUP_DIR in env["nnUNet_extTrainer"].split(os.pathsep)
     assert os.environ["nnUNet_raw"] == "/somewhere/else"  # only the subprocesses see the demo's folders
 
 

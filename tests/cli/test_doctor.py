@@ -4,6 +4,7 @@ import os
 import pytest
 
 from nnunetv2_mn.cli import doctor
+from nnunetv2_mn.trainers import discovery
 
 
 # ------------------------------------------------------------------------------------------- check functions
@@ -17,23 +18,23 @@ def test_path_var_unset_missing_and_ok(tmp_path):
 
 
 def test_ext_trainer_check():
-    folder = doctor._our_trainer_dir()
-    assert folder and os.path.isfile(os.path.join(folder, "nnunetv2_mn_trainers.py"))
+    folder = discovery.LOOKUP_DIR
     ok = doctor.check_ext_trainer(environ={"nnUNet_extTrainer": os.pathsep.join(["/elsewhere", folder])})
     assert ok.status == doctor.OK
     off = doctor.check_ext_trainer(environ={"NNUNETV2_MN_NO_HOOK": "1"})
-    assert off.failed and "NNUNETV2_MN_NO_HOOK" in off.message and off.fix == doctor.EXPORT_EXT_TRAINER
+    assert off.failed and "NNUNETV2_MN_NO_HOOK" in off.message and off.fix == discovery.EXPORT_LINE
     assert doctor.check_ext_trainer(environ={"nnUNet_extTrainer": "/elsewhere"}).failed
 
 
-def test_the_documented_export_line_points_at_our_trainer_folder():
-    import subprocess
-    import sys
+def test_unknown_dataset_is_one_failed_check_naming_it(tmp_path, monkeypatch):
+    from nnunetv2_mn.cli.doctor_dataset import dataset_checks
 
-    cmd = doctor.EXPORT_EXT_TRAINER.split("$(", 1)[1].rstrip(")")  # python -c "..."
-    code = cmd.split('-c "', 1)[1].rstrip('"')
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == doctor._our_trainer_dir()
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path))
+    checks = dataset_checks("999")
+    assert len(checks) == 1
+    result = checks[0]()
+    assert result.failed and "999" in result.name + result.message
 
 
 def test_nnunet_version():
@@ -62,7 +63,7 @@ def test_2d_model_spec_and_unknown_kind():
 
 def test_default_segformer_source_follows_the_trainer(monkeypatch):
     from nnunetv2_mn.settings import DEFAULT_2D_MODEL, ENV_2D_MODEL
-    from nnunetv2_mn.training.mn import nnUNetTrainerMN
+    from nnunetv2_mn.trainers.mn import nnUNetTrainerMN
 
     assert doctor.default_segformer_source({})[0] == DEFAULT_2D_MODEL == nnUNetTrainerMN.branch2d_source
     assert doctor.default_segformer_source({ENV_2D_MODEL: "/m"}) == ("/m", f"from {ENV_2D_MODEL}")
@@ -129,7 +130,7 @@ def test_doctor_without_hook_fails_the_trainer_lookup_with_the_export_line(tmp_p
     out = proc.stdout
     assert proc.returncode != 0, out
     assert "[FAIL] nnUNet_extTrainer" in out and "[FAIL] trainer nnUNetTrainerMN: nnU-Net's trainer lookup" in out
-    assert out.count(doctor.EXPORT_EXT_TRAINER) >= 2  # for the variable and for the trainer
+    assert out.count(discovery.EXPORT_LINE) >= 2  # for the variable and for the trainer
 
 
 @pytest.mark.slow

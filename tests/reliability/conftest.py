@@ -35,7 +35,7 @@ def planned(planned_template, nnunet_dirs):
 def make_trainer(preprocessed, cls=None, plans_name="nnUNetPlans"):
     """A CPU trainer on the copied data set (not initialised; enough for the start-up checks)."""
     if cls is None:
-        from nnunetv2_mn.training.variants import nnUNetTrainerMeanTeacher_debug as cls
+        from nnunetv2_mn.trainers import nnUNetTrainerMeanTeacher_debug as cls
     plans = json.loads((preprocessed / f"{plans_name}.json").read_text())
     plans["continue_training"] = False
     dataset_json = json.loads((preprocessed / "dataset.json").read_text())

@@ -42,7 +42,7 @@ def test_unreachable_hub_fails_fast_with_the_offline_alternative(hub_unreachable
 
 
 def test_trainer_message_offline_names_the_effnet_trainer(hub_unreachable, planned, new_trainer):
-    from nnunetv2_mn.training.mn import nnUNetTrainerMN
+    from nnunetv2_mn.trainers.mn import nnUNetTrainerMN
 
     class Missing(nnUNetTrainerMN):
         branch2d_source = "nnunetv2-mn-tests/not-a-cached-model"

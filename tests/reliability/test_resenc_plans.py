@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from nnunetv2_mn.data.unlabeled import main as preprocess_main, preprocess_unlabeled
+from nnunetv2_mn.cli.preprocess_unlabeled import main as preprocess_main
+from nnunetv2_mn.data.unlabeled import preprocess_unlabeled
 
 DID = "940"  # tests/reliability/conftest.py
 RESENC = "nnUNetResEncUNetMPlans"

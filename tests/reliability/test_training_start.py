@@ -72,12 +72,12 @@ def test_start_up_error_is_written_to_the_training_log(ready, monkeypatch):
 
 # ---------------------------------------------------------------- 6: checkpoints load with weights_only=True
 def _mn_debug():
-    from nnunetv2_mn.training.variants import nnUNetTrainerMN_debug
+    from nnunetv2_mn.trainers import nnUNetTrainerMN_debug
     return nnUNetTrainerMN_debug
 
 
 def _mean_teacher_debug():
-    from nnunetv2_mn.training.variants import nnUNetTrainerMeanTeacher_debug
+    from nnunetv2_mn.trainers import nnUNetTrainerMeanTeacher_debug
     return nnUNetTrainerMeanTeacher_debug
 
 

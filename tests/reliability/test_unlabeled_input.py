@@ -8,7 +8,8 @@ import pytest
 import SimpleITK as sitk
 
 from nnunetv2_mn.data import unlabeled
-from nnunetv2_mn.data.unlabeled import MANIFEST, UnlabeledDataError, main, preprocess_unlabeled
+from nnunetv2_mn.cli.preprocess_unlabeled import main
+from nnunetv2_mn.data.unlabeled import MANIFEST, UnlabeledDataError, preprocess_unlabeled
 
 DID = "940"
 

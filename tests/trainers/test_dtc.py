@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2_mn.training.dtc import (SDFHead, dual_task_consistency, nnUNetTrainerDTC, normalized_sdf,
+from nnunetv2_mn.trainers.dtc import (SDFHead, dual_task_consistency, nnUNetTrainerDTC, normalized_sdf,
                                       sdf_targets)
-from nnunetv2_mn.training.variants import nnUNetTrainerDTC_debug
+from nnunetv2_mn.trainers import nnUNetTrainerDTC_debug
 
 TRAINER = "nnUNetTrainerDTC_debug"
 

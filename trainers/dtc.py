@@ -21,8 +21,8 @@ from scipy.ndimage import distance_transform_edt
 from skimage.segmentation import find_boundaries
 from torch import nn
 
-from nnunetv2_mn.training.mean_teacher import sigmoid_rampup
-from nnunetv2_mn.training.semisupervised import nnUNetTrainerSemiSupervised, unwrap
+from nnunetv2_mn.trainers.mean_teacher import sigmoid_rampup
+from nnunetv2_mn.trainers.semisupervised import nnUNetTrainerSemiSupervised, unwrap
 
 
 def normalized_sdf(mask: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nnunetv2_mn.training.semisupervised import nnUNetTrainerSemiSupervised, unwrap
+from nnunetv2_mn.trainers.semisupervised import nnUNetTrainerSemiSupervised, unwrap
 
 
 def sigmoid_rampup(current: float, rampup_length: float) -> float:

@@ -5,7 +5,7 @@ import torch
 
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor  # noqa: F401  (the stock predictor imports)
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2_mn.training.variants import nnUNetTrainerMN, nnUNetTrainerMN_debug
+from nnunetv2_mn.trainers import nnUNetTrainerMN, nnUNetTrainerMN_debug
 
 
 class _MNLRG(nnUNetTrainerMN_debug):
@@ -132,7 +132,7 @@ def test_default_stage2_trains_both_students_in_every_iteration(make_trainer):
     """stage2_students='pair': each stage-2 iteration is a 3D-student step and then a 2D-student step, each with
     its own b_u drawn from its own learning rate's share, from the same labelled and unlabelled batches; the 3D
     network takes one optimizer step per iteration, as in nnU-Net."""
-    from nnunetv2_mn.training.variants import nnUNetTrainerMN_debugPair
+    from nnunetv2_mn.trainers import nnUNetTrainerMN_debugPair
 
     trainer = make_trainer(nnUNetTrainerMN_debugPair)
     trainer.on_train_start()
@@ -157,7 +157,7 @@ def test_default_stage2_trains_both_students_in_every_iteration(make_trainer):
 
 
 def test_the_paper_and_per_iteration_alternation(make_trainer):
-    from nnunetv2_mn.training.variants import nnUNetTrainerMN_debug
+    from nnunetv2_mn.trainers import nnUNetTrainerMN_debug
 
     class PerIteration(nnUNetTrainerMN_debug):
         stage2_students = "iterations"
@@ -246,7 +246,7 @@ def test_pretrained_base_is_not_stored_and_comes_back_from_its_source(make_train
     from_pretrained path): the checkpoint holds the trainable weights only, and a new trainer that loads the
     base from the same source and the checkpoint on top reproduces the model exactly."""
     from transformers import AutoConfig, SegformerForSemanticSegmentation
-    from nnunetv2_mn.training.variants.schedules import TINY_SEGFORMER
+    from nnunetv2_mn.trainers.variants.schedules import TINY_SEGFORMER
 
     model_dir = tmp_path / "tiny_segformer"
     SegformerForSemanticSegmentation(AutoConfig.for_model(**TINY_SEGFORMER)).save_pretrained(model_dir)
@@ -309,7 +309,7 @@ def test_pseudo_foreground_crops_of_unlabelled_cases(make_trainer, planned_synth
 
 
 def test_2d_model_source_precedence(make_trainer, monkeypatch):
-    from nnunetv2_mn.training.variants import nnUNetTrainerMN_EffNetLite0
+    from nnunetv2_mn.trainers import nnUNetTrainerMN_EffNetLite0
 
     monkeypatch.delenv("nnUNet_MN_2d_model", raising=False)
     monkeypatch.delenv("nnUNet_MN_2d_weights", raising=False)
@@ -353,7 +353,7 @@ def test_stage2_learning_rate_restart(make_trainer):
     initial values when stage 2 starts (and LRG's share starts from 0 there); without it, one poly decay."""
     from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
     from nnunetv2_mn.mn.lr_schedules import StagedPolyLR
-    from nnunetv2_mn.training.variants import nnUNetTrainerMN_LRRestart
+    from nnunetv2_mn.trainers import nnUNetTrainerMN_LRRestart
 
     class Restart(nnUNetTrainerMN_debug):
         stage2_lr_restart = nnUNetTrainerMN_LRRestart.stage2_lr_restart
@@ -395,7 +395,7 @@ def test_a_rule_that_never_gives_unlabelled_samples_refuses_to_start(make_traine
 def test_dice_guided_sampling_reads_each_teachers_validation_dice(make_trainer):
     """sampling='dice_guided': the 3D student's share follows the 2D teacher's smoothed pseudo Dice and the 2D
     student's the 3D teacher's; the rule cannot be read before training, so the start-up check lets it pass."""
-    from nnunetv2_mn.training.variants import nnUNetTrainerMN_DiceGuided
+    from nnunetv2_mn.trainers import nnUNetTrainerMN_DiceGuided
 
     class Guided(nnUNetTrainerMN_debug):
         sampling = nnUNetTrainerMN_DiceGuided.sampling

@@ -8,7 +8,7 @@ import torch
 
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 from nnunetv2_mn.data.unlabeled import UnlabeledDataError
-from nnunetv2_mn.training.variants import nnUNetTrainerMeanTeacher_debug
+from nnunetv2_mn.trainers import nnUNetTrainerMeanTeacher_debug
 
 UNLABELED = "nnUNetPlans_3d_fullres_unlabeled"
 
@@ -110,7 +110,7 @@ def test_unwrap_sees_through_ddp_and_compile(tmp_path):
     nnU-Net compiles them."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
-    from nnunetv2_mn.training.semisupervised import unwrap
+    from nnunetv2_mn.trainers.semisupervised import unwrap
 
     module = torch.nn.Conv2d(3, 2, 1)
     assert unwrap(torch.compile(module)) is module

@@ -2,7 +2,7 @@
 
 Paper Table 4 (ablations on LA, 8 labels) and the choices around them.
 """
-from nnunetv2_mn.training.mn import nnUNetTrainerMN
+from nnunetv2_mn.trainers.mn import nnUNetTrainerMN
 
 
 # ---- fine-tuning strategy of the 2D model (Table 4: LoRA (default), decoder only, whole network)

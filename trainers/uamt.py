@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from nnunetv2_mn.training.mean_teacher import nnUNetTrainerMeanTeacher, sigmoid_rampup
+from nnunetv2_mn.trainers.mean_teacher import nnUNetTrainerMeanTeacher, sigmoid_rampup
 
 
 def predictive_entropy(prob: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

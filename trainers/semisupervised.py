@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
-from batchgenerators.utilities.file_and_folder_operations import isdir, join, load_json
+from batchgenerators.utilities.file_and_folder_operations import isdir, join
 from torch._dynamo import OptimizedModule
 
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
@@ -30,7 +30,7 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import dummy_context
 
 from nnunetv2_mn.mn.lr_schedules import planned_lrs
-from nnunetv2_mn.data.unlabeled import MANIFEST, UnlabeledDataError, plans_fingerprint
+from nnunetv2_mn.data.unlabeled import UnlabeledDataError, plans_fingerprint
 from nnunetv2_mn.paths import UNLABELED_RAW_FOLDER, unlabeled_preprocessed_dir
 from nnunetv2_mn.training.dataloading import UnlabeledDataLoader, UnlabeledDataset
 from nnunetv2_mn.training.progress_logger import install_logger

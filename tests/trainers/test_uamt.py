@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nnunetv2_mn.training.uamt import masked_consistency, predictive_entropy, uncertainty_threshold
-from nnunetv2_mn.training.variants import nnUNetTrainerUAMT_debug
+from nnunetv2_mn.trainers.uamt import masked_consistency, predictive_entropy, uncertainty_threshold
+from nnunetv2_mn.trainers import nnUNetTrainerUAMT_debug
 
 TRAINER = "nnUNetTrainerUAMT_debug"
 

@@ -1,10 +1,10 @@
 """Short-schedule variants for CPU runs, like nnU-Net's nnUNetTrainer_5epochs."""
-from nnunetv2_mn.training.dtc import nnUNetTrainerDTC
-from nnunetv2_mn.training.mean_teacher import nnUNetTrainerMeanTeacher
-from nnunetv2_mn.training.mn import nnUNetTrainerMN
-from nnunetv2_mn.training.self_training import nnUNetTrainerSelfTraining
-from nnunetv2_mn.training.uamt import nnUNetTrainerUAMT
-from nnunetv2_mn.training.variants.mn_variants import nnUNetTrainerMN_EffNetLite0, nnUNetTrainerMN_TriPlanar
+from nnunetv2_mn.trainers.dtc import nnUNetTrainerDTC
+from nnunetv2_mn.trainers.mean_teacher import nnUNetTrainerMeanTeacher
+from nnunetv2_mn.trainers.mn import nnUNetTrainerMN
+from nnunetv2_mn.trainers.self_training import nnUNetTrainerSelfTraining
+from nnunetv2_mn.trainers.uamt import nnUNetTrainerUAMT
+from nnunetv2_mn.trainers.variants.mn_variants import nnUNetTrainerMN_EffNetLite0, nnUNetTrainerMN_TriPlanar
 
 #: a few tiny epochs: for tests and the demo on 2 CPU cores (checkpoint every epoch so that --c can be tried)
 DEBUG_SCHEDULE = {"num_epochs": 4, "num_iterations_per_epoch": 3, "num_val_iterations_per_epoch": 2, "save_every": 1}

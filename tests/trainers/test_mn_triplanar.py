@@ -8,7 +8,7 @@ import torch
 
 from nnunetv2_mn.mn.losses import combine_labeled_unlabeled
 from nnunetv2_mn.mn.slicing import predict_slices
-from nnunetv2_mn.training.variants import nnUNetTrainerMN_debug, nnUNetTrainerMN_TriPlanar_debug
+from nnunetv2_mn.trainers import nnUNetTrainerMN_debug, nnUNetTrainerMN_TriPlanar_debug
 
 
 def _batch(trainer, b_l, b_u):

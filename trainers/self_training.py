@@ -25,7 +25,7 @@ from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_mn.mn.lr_schedules import StagedPolyLR
-from nnunetv2_mn.training.semisupervised import nnUNetTrainerSemiSupervised, sample_class_locations, unwrap
+from nnunetv2_mn.trainers.semisupervised import nnUNetTrainerSemiSupervised, sample_class_locations, unwrap
 
 PSEUDO_LABEL_FOLDER = "pseudo_labels"
 COMPLETE = "complete.txt"

@@ -38,7 +38,7 @@ from nnunetv2_mn.mn.slicing import (check_slice_axes, check_slice_fraction, pred
 from nnunetv2_mn.models2d import build_branch2d
 from nnunetv2_mn.settings import DEFAULT_2D_MODEL, PLANS_KEY_SLICE_AXIS, resolve_2d_source
 from nnunetv2_mn.training.sampling import smoothed
-from nnunetv2_mn.training.semisupervised import nnUNetTrainerSemiSupervised, sample_class_locations, unwrap
+from nnunetv2_mn.trainers.semisupervised import nnUNetTrainerSemiSupervised, sample_class_locations, unwrap
 
 
 
