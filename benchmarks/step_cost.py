@@ -121,13 +121,7 @@ def predictor_for(trainer, device):
     return lambda: predictor.predict_sliding_window_return_logits(volume)
 
 
-def main():
-    if sys.argv[1:2] == ["--render"]:  # step_cost.py --render A.json B.json ...: the Markdown table
-        print(render_table(sys.argv[2:]))
-        return
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-    from nnunetv2_mn.trainers.mn import nnUNetTrainerMN
-
+def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-d", required=True)
     p.add_argument("-c", default="3d_fullres")
@@ -145,12 +139,13 @@ def main():
                    help="CPU: also measure each step kind's peak resident memory in a process of its own")
     p.add_argument("--only", choices=PHASES, default=None, help=argparse.SUPPRESS)  # one phase (for --memory)
     p.add_argument("--out", required=True)
-    a = p.parse_args()
-    device = torch.device(a.device)
-    if a.memory and (device.type != "cpu" or not os.path.exists("/proc/self/clear_refs")):
-        p.error("--memory measures CPU resident memory through Linux /proc; on CUDA the peak GPU memory of "
-                "every step kind is recorded anyway")
-    phases = PHASES if a.only is None else (a.only,)
+    return p
+
+
+def mn_cost_class(a):
+    """nnUNetTrainerMN with the 2D model and settings of the command line `a` (no download: random SegFormer-B2
+    weights from its config, or the offline EfficientNet-Lite0 U-Net)."""
+    from nnunetv2_mn.trainers.mn import nnUNetTrainerMN
 
     class MNCost(nnUNetTrainerMN):
         branch2d_kind = "segformer" if a.model == "segformer-b2" else "effnet_lite0"
@@ -160,23 +155,30 @@ def main():
         student2d_slice_fraction = a.slice_fraction
         slice_axes = None if a.slice_axes is None else tuple(a.slice_axes)
 
+    return MNCost
+
+
+def build_steps(a, phases=PHASES) -> dict:
+    """The trainers of the command line `a`, a random batch and one callable per step kind of `phases` (without
+    'predict'): {'base', 'mn', 'device', 'x', 'target', 'batch_size', 'b_u', 'steps', 'meta'}. `meta` describes the
+    set-up for the JSON. Each M&N step kind is the trainer's own method; stage2_students='pair' does a 3D- and a
+    2D-student step per iteration, the paper's alternation one of them."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    device = torch.device(a.device)
     torch.manual_seed(0)
     base = load_trainer(nnUNetTrainer, a.d, a.c, device) if {"nnunet", "predict"} & set(phases) else None
-    mn = load_trainer(MNCost, a.d, a.c, device) if set(phases) - {"nnunet"} else None
+    mn = load_trainer(mn_cost_class(a), a.d, a.c, device) if set(phases) - {"nnunet"} else None
     some = base or mn
     B = some.batch_size
     x, target = random_batch(some, B)
     b_u = B // 2
-    res = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-           "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "patch_size": list(some.configuration_manager.patch_size), "batch_size": B, "b_u": b_u,
-           "amp": device.type == "cuda", "compile_3d": some._do_i_compile(), "2d_model": f"{a.model} ({a.finetune})",
-           "student2d_slice_fraction": a.slice_fraction, "slice_axes": list(mn.slice_axes) if mn else None,
-           "trainable_2d": mn.branch2d.describe() if mn else None,
-           "steps": a.steps}
-    if a.only:
-        res["rss_after_setup_gb"] = rss_gb()
-        reset_peak_rss()
+    meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "patch_size": list(some.configuration_manager.patch_size), "batch_size": B, "b_u": b_u,
+            "amp": device.type == "cuda", "compile_3d": some._do_i_compile(), "2d_model": f"{a.model} ({a.finetune})",
+            "student2d_slice_fraction": a.slice_fraction, "slice_axes": list(mn.slice_axes) if mn else None,
+            "trainable_2d": mn.branch2d.describe() if mn else None}
     tl = [t[:B - b_u] for t in target]
 
     def teacher():
@@ -187,14 +189,33 @@ def main():
         mn.branch2d.eval()
         mn.network.train()
 
-    # each M&N step kind is the trainer's own method; stage2_students='pair' does a 3D- and a 2D-student step per
-    # iteration, the paper's alternation one of them
     step = {"nnunet": lambda: base.train_step({"data": x, "target": target}),
             "stage1": lambda: mn.stage1_step(x, target),
             "3d_student": lambda: mn.train_3d_student(x[:B - b_u], tl, x[B - b_u:]),
             "2d_teacher": lambda: (as_teacher(), teacher()),
             "2d_student": lambda: mn.train_2d_student(x[:B - b_u], tl, x[B - b_u:])}
-    res.update(timed_round_robin({k: step[k] for k in phases if k != "predict"}, a.steps, a.warmup, device))
+    return {"base": base, "mn": mn, "device": device, "x": x, "target": target, "batch_size": B, "b_u": b_u,
+            "steps": {k: step[k] for k in phases if k != "predict"}, "meta": meta}
+
+
+def main():
+    if sys.argv[1:2] == ["--render"]:  # step_cost.py --render A.json B.json ...: the Markdown table
+        print(render_table(sys.argv[2:]))
+        return
+    p = make_parser()
+    a = p.parse_args()
+    device = torch.device(a.device)
+    if a.memory and (device.type != "cpu" or not os.path.exists("/proc/self/clear_refs")):
+        p.error("--memory measures CPU resident memory through Linux /proc; on CUDA the peak GPU memory of "
+                "every step kind is recorded anyway")
+    phases = PHASES if a.only is None else (a.only,)
+    bench = build_steps(a, phases)
+    base, mn = bench["base"], bench["mn"]
+    res = {**bench["meta"], "steps": a.steps}
+    if a.only:
+        res["rss_after_setup_gb"] = rss_gb()
+        reset_peak_rss()
+    res.update(timed_round_robin(bench["steps"], a.steps, a.warmup, device))
     if "predict" in phases:
         res.update(timed_round_robin({"predict_nnunet": predictor_for(base, device),
                                       "predict_mn": predictor_for(mn, device)}, max(2, a.steps // 3), 1, device))
