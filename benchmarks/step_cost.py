@@ -15,7 +15,13 @@ U-Net; `--slice-fraction` sets nnUNetTrainerMN.student2d_slice_fraction, `--slic
 tri-planar 2D model: the 2D teacher and student cost about one view's cost per axis). On CPU, `--memory` also runs every
 step kind alone in a fresh process and records its peak resident memory (on CUDA: peak allocated GPU memory).
 
+The plans come from a preprocessed data set (`-d`, nnU-Net's nnUNetPlans.json in nnUNet_preprocessed) or from a
+synthetic preset (`--plans hippocampus|la`, nnunetv2_mn.plans.presets: the benchmark's Hippocampus plans, or the
+paper's LA setting, patch 64x160x160), which needs no data at all. `--kinds` times a subset of the step kinds (on
+CPU an LA-sized step takes minutes).
+
     python benchmarks/step_cost.py -d 504 -c 3d_fullres --device cuda --out docs/benchmarks/cost_h100.json
+    python benchmarks/step_cost.py --plans la --kinds nnunet stage1 --steps 2 --warmup 1 --out /tmp/la.json
 """
 import argparse
 import json
@@ -41,8 +47,31 @@ def load_trainer(cls, dataset, configuration, device):
     plans = load_json(join(folder, "nnUNetPlans.json"))
     plans["continue_training"] = False
     trainer = cls(plans, configuration, "all", load_json(join(folder, "dataset.json")), device=device)
-    trainer.initialize()
+    if os.path.isdir(trainer.preprocessed_dataset_folder):
+        trainer.initialize()
+    else:  # a plans preset: no preprocessed images, from which initialize() infers the file format of the data set
+        from unittest import mock
+
+        import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as nnunet_trainer_module
+        from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+
+        with mock.patch.object(nnunet_trainer_module, "infer_dataset_class", lambda _folder: nnUNetDatasetBlosc2):
+            trainer.initialize()
     return trainer
+
+
+def use_plans_preset(name: str) -> str:
+    """Write the plans preset `name` into a fresh temporary nnUNet_preprocessed (nnUNet_results too, unless set) and
+    return its data set name, for `load_trainer`."""
+    import tempfile
+
+    from nnunetv2_mn.plans.presets import preset_plans, write_preset
+
+    work = tempfile.mkdtemp(prefix=f"step_cost_{name}_")
+    os.environ["nnUNet_preprocessed"] = os.path.join(work, "nnUNet_preprocessed")
+    os.environ.setdefault("nnUNet_results", os.path.join(work, "nnUNet_results"))
+    write_preset(name, os.environ["nnUNet_preprocessed"])
+    return preset_plans(name)["dataset_name"]
 
 
 def random_batch(trainer, n):
@@ -123,7 +152,10 @@ def predictor_for(trainer, device):
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-d", required=True)
+    plans = p.add_mutually_exclusive_group(required=True)
+    plans.add_argument("-d", help="preprocessed data set (name or id) whose nnUNetPlans set patch, batch and network")
+    plans.add_argument("--plans", choices=("hippocampus", "la"),
+                       help="a synthetic plans preset instead (nnunetv2_mn.plans.presets; no data needed)")
     p.add_argument("-c", default="3d_fullres")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--steps", type=int, default=10)
@@ -137,6 +169,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="nnUNetTrainerMN.slice_axes (default: one view, the trainer's slice_axis)")
     p.add_argument("--memory", action="store_true",
                    help="CPU: also measure each step kind's peak resident memory in a process of its own")
+    p.add_argument("--kinds", nargs="+", choices=PHASES, default=list(PHASES),
+                   help="the step kinds to time (default: all; 'nnunet' is always timed, every ratio needs it)")
     p.add_argument("--only", choices=PHASES, default=None, help=argparse.SUPPRESS)  # one phase (for --memory)
     p.add_argument("--out", required=True)
     return p
@@ -166,6 +200,8 @@ def build_steps(a, phases=PHASES) -> dict:
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     device = torch.device(a.device)
+    if a.plans and not a.d:
+        a.d = use_plans_preset(a.plans)
     torch.manual_seed(0)
     base = load_trainer(nnUNetTrainer, a.d, a.c, device) if {"nnunet", "predict"} & set(phases) else None
     mn = load_trainer(mn_cost_class(a), a.d, a.c, device) if set(phases) - {"nnunet"} else None
@@ -174,7 +210,7 @@ def build_steps(a, phases=PHASES) -> dict:
     x, target = random_batch(some, B)
     b_u = B // 2
     meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "plans": a.plans or a.d,
             "patch_size": list(some.configuration_manager.patch_size), "batch_size": B, "b_u": b_u,
             "amp": device.type == "cuda", "compile_3d": some._do_i_compile(), "2d_model": f"{a.model} ({a.finetune})",
             "student2d_slice_fraction": a.slice_fraction, "slice_axes": list(mn.slice_axes) if mn else None,
@@ -208,7 +244,7 @@ def main():
     if a.memory and (device.type != "cpu" or not os.path.exists("/proc/self/clear_refs")):
         p.error("--memory measures CPU resident memory through Linux /proc; on CUDA the peak GPU memory of "
                 "every step kind is recorded anyway")
-    phases = PHASES if a.only is None else (a.only,)
+    phases = tuple(k for k in PHASES if k in a.kinds or k == "nnunet") if a.only is None else (a.only,)
     bench = build_steps(a, phases)
     base, mn = bench["base"], bench["mn"]
     res = {**bench["meta"], "steps": a.steps}
@@ -222,17 +258,25 @@ def main():
     if a.only:
         res["peak_rss_gb"] = peak_rss_gb()
     if a.only is None:
-        t0 = res["nnunet"]["mean_s"]
-        res["ratio_to_nnunet"] = {k: res[k]["mean_s"] / t0 for k in ("stage1", "3d_student", "2d_student", "2d_teacher")}
-        res["ratio_to_nnunet"]["mean_stage2_epoch_pair"] = (res["3d_student"]["mean_s"]
-                                                            + res["2d_student"]["mean_s"]) / 2 / t0
-        res["ratio_to_nnunet"]["predict"] = res["predict_mn"]["mean_s"] / res["predict_nnunet"]["mean_s"]
+        res["ratio_to_nnunet"] = ratios(res)
     if a.memory and a.only is None:
         res["memory_cpu"] = phase_memory(a)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)
     print(json.dumps(res, indent=2))
+
+
+def ratios(res: dict) -> dict:
+    """Mean step time of each M&N kind timed in `res` over nnU-Net's, the stage-2 pair (mean of the 3D- and the
+    2D-student step) and prediction (M&N's network over nnU-Net's)."""
+    t0 = res["nnunet"]["mean_s"]
+    out = {k: res[k]["mean_s"] / t0 for k in ("stage1", "3d_student", "2d_student", "2d_teacher") if k in res}
+    if "3d_student" in res and "2d_student" in res:
+        out["mean_stage2_epoch_pair"] = (res["3d_student"]["mean_s"] + res["2d_student"]["mean_s"]) / 2 / t0
+    if "predict_mn" in res:
+        out["predict"] = res["predict_mn"]["mean_s"] / res["predict_nnunet"]["mean_s"]
+    return out
 
 
 def render_table(paths) -> str:
@@ -247,27 +291,28 @@ def render_table(paths) -> str:
         q = r["ratio_to_nnunet"]
         mem = r.get("memory_cpu")
         if mem:
-            m = " / ".join(f"{mem[k]['step_increase_gb']:.2f}" for k in ("nnunet", "stage1", "3d_student", "2d_student"))
+            m = " / ".join(f"{mem[k]['step_increase_gb']:.2f}" if k in mem else "–"
+                           for k in ("nnunet", "stage1", "3d_student", "2d_student"))
         elif r["nnunet"].get("peak_gb") is not None:
-            m = " / ".join(f"{r[k]['peak_gb']:.2f}" for k in ("nnunet", "stage1", "3d_student", "2d_student")) + " (GPU)"
+            m = " / ".join(f"{r[k]['peak_gb']:.2f}" if k in r else "–"
+                           for k in ("nnunet", "stage1", "3d_student", "2d_student")) + " (GPU)"
         else:
             m = "not measured"
-        pred = f"{q['predict']:.2f}×" if "predict" in q else "–"
         views = r.get("slice_axes") or [0]
         share = f"{r.get('student2d_slice_fraction', 1.0):g}" + (f", axes {views}" if len(views) > 1 else "")
+        kinds = ("stage1", "3d_student", "2d_teacher", "2d_student", "mean_stage2_epoch_pair", "predict")
         lines.append(f"| {r['2d_model']} | {share} | {r['nnunet']['mean_s']:.3g} | "
-                     f"{q['stage1']:.2f}× | {q['3d_student']:.2f}× | {q['2d_teacher']:.2f}× | {q['2d_student']:.2f}× | "
-                     f"{q['mean_stage2_epoch_pair']:.2f}× | {pred} | {m} |")
+                     + " | ".join(f"{q[k]:.2f}×" if k in q else "–" for k in kinds) + f" | {m} |")
     return "\n".join(lines)
 
 
 def phase_memory(a) -> dict:
     """Peak resident memory (GiB) of a fresh process that sets up the trainers and runs one step kind only."""
     out = {}
-    for phase in PHASES[:-1]:
+    for phase in (k for k in PHASES[:-1] if k in a.kinds or k == "nnunet"):
         tmp = f"{a.out}.{phase}.json"
-        cmd = [sys.executable, __file__, "-d", a.d, "-c", a.c, "--device", a.device, "--steps", "2", "--warmup", "1",
-               "--finetune", a.finetune, "--model", a.model, "--slice-fraction", str(a.slice_fraction),
+        cmd = [sys.executable, __file__, *(["--plans", a.plans] if a.plans else ["-d", a.d]), "-c", a.c,
+               "--device", a.device, "--steps", "2", "--warmup", "1", "--finetune", a.finetune, "--model", a.model, "--slice-fraction", str(a.slice_fraction),
                "--only", phase, "--out", tmp] + (["--slice-axes", *map(str, a.slice_axes)] if a.slice_axes else [])
         subprocess.run(cmd, check=True, capture_output=True)
         with open(tmp) as f:
