@@ -46,7 +46,6 @@ def label_scopes(bench: dict) -> None:
     mn, base = bench["mn"], bench["base"]
     add_scope(mn.branch2d, SCOPES["2d"])
     for name, m in mn.branch2d.named_modules():
-        leaf = name.rpartition(".")[2]
         parent = name.rpartition(".")[0].rpartition(".")[2]
         if parent in ("lora_A", "lora_B", "lora_dropout"):  # ModuleDict entries of peft's LoraLayer
             add_scope(m, SCOPES["lora"])

@@ -167,6 +167,18 @@ def make_parser() -> argparse.ArgumentParser:
                    help="nnUNetTrainerMN.student2d_slice_fraction (share of slices the 2D student learns from)")
     p.add_argument("--slice-axes", type=int, nargs="+", default=None, choices=(0, 1, 2),
                    help="nnUNetTrainerMN.slice_axes (default: one view, the trainer's slice_axis)")
+    levers = p.add_argument_group("cost levers",
+                                  "the same method, cheaper passes of the 2D model (docs/benchmarks/cost.md)")
+    levers.add_argument("--teacher-merge-lora", action="store_true",
+                        help="the 2D teacher's passes with LoRA merged into the base weights (Branch2D.teacher_mode)")
+    levers.add_argument("--teacher-inference-mode", action="store_true",
+                        help="the 2D teacher's passes under torch.inference_mode instead of no_grad")
+    levers.add_argument("--teacher-chunk", type=int, default=None,
+                        help="nnUNetTrainerMN.teacher_slice_chunk (slices per teacher forward; default: the trainer's)")
+    levers.add_argument("--channels-last", action="store_true",
+                        help="the 2D model and its slices in channels-last memory format (teacher and student)")
+    levers.add_argument("--cpu-bf16", action="store_true",
+                        help="the 2D model under bf16 autocast on CPU (teacher and student; changes numerics)")
     p.add_argument("--memory", action="store_true",
                    help="CPU: also measure each step kind's peak resident memory in a process of its own")
     p.add_argument("--kinds", nargs="+", choices=PHASES, default=list(PHASES),
@@ -176,10 +188,24 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+def levers(a) -> dict:
+    """The cost levers the command line `a` switches on (all off: the trainer as it is)."""
+    return {"teacher_merge_lora": a.teacher_merge_lora, "teacher_inference_mode": a.teacher_inference_mode,
+            "teacher_slice_chunk": a.teacher_chunk, "channels_last_2d": a.channels_last, "cpu_bf16_2d": a.cpu_bf16}
+
+
 def mn_cost_class(a):
     """nnUNetTrainerMN with the 2D model and settings of the command line `a` (no download: random SegFormer-B2
-    weights from its config, or the offline EfficientNet-Lite0 U-Net)."""
+    weights from its config, or the offline EfficientNet-Lite0 U-Net). The cost levers are applied the way
+    docs/benchmarks/cost.md recommends for the trainer: `forward_2d` passes a `SlicePass` to the slicing functions,
+    `initialize` puts the 2D model in channels-last format."""
+    from nnunetv2_mn.mn.slicing import SlicePass, predict_slices, predict_views
     from nnunetv2_mn.trainers.mn import nnUNetTrainerMN
+
+    on = levers(a)
+    teacher_pass = SlicePass(merge_lora=on["teacher_merge_lora"], inference_mode=on["teacher_inference_mode"],
+                             channels_last=on["channels_last_2d"], cpu_bf16=on["cpu_bf16_2d"])
+    student_pass = SlicePass(channels_last=on["channels_last_2d"], cpu_bf16=on["cpu_bf16_2d"])
 
     class MNCost(nnUNetTrainerMN):
         branch2d_kind = "segformer" if a.model == "segformer-b2" else "effnet_lite0"
@@ -188,6 +214,20 @@ def mn_cost_class(a):
         branch2d_finetune = a.finetune
         student2d_slice_fraction = a.slice_fraction
         slice_axes = None if a.slice_axes is None else tuple(a.slice_axes)
+        teacher_slice_chunk = nnUNetTrainerMN.teacher_slice_chunk if a.teacher_chunk is None else a.teacher_chunk
+
+        def initialize(self):
+            super().initialize()
+            if on["channels_last_2d"]:
+                self.branch2d.to(memory_format=torch.channels_last)
+
+        def forward_2d(self, x, teacher=False, axis=None):  # nnUNetTrainerMN.forward_2d with the pass settings
+            chunk = self.teacher_slice_chunk if teacher else 0
+            settings = teacher_pass if teacher else student_pass
+            if axis is not None or len(self.slice_axes) == 1:
+                return predict_slices(self.branch2d, x, self.slice_axes[0] if axis is None else axis, chunk, settings)
+            fused = predict_views(self.branch2d, x, self.slice_axes, chunk, settings=settings)[0]
+            return torch.log(fused.clamp_min(torch.finfo(fused.dtype).tiny))
 
     return MNCost
 
@@ -214,6 +254,7 @@ def build_steps(a, phases=PHASES) -> dict:
             "patch_size": list(some.configuration_manager.patch_size), "batch_size": B, "b_u": b_u,
             "amp": device.type == "cuda", "compile_3d": some._do_i_compile(), "2d_model": f"{a.model} ({a.finetune})",
             "student2d_slice_fraction": a.slice_fraction, "slice_axes": list(mn.slice_axes) if mn else None,
+            "levers": levers(a),
             "trainable_2d": mn.branch2d.describe() if mn else None}
     tl = [t[:B - b_u] for t in target]
 
@@ -279,6 +320,18 @@ def ratios(res: dict) -> dict:
     return out
 
 
+LEVER_NAMES = {"teacher_merge_lora": "merged LoRA", "teacher_inference_mode": "inference mode",
+               "channels_last_2d": "channels-last", "cpu_bf16_2d": "bf16"}
+
+
+def lever_text(on) -> str:
+    """' + merged LoRA, inference mode' etc. for the levers switched on ('' for none)."""
+    names = [v for k, v in LEVER_NAMES.items() if on and on.get(k)]
+    if on and on.get("teacher_slice_chunk"):
+        names.append(f"teacher chunk {on['teacher_slice_chunk']}")
+    return " + " + ", ".join(names) if names else ""
+
+
 def render_table(paths) -> str:
     """Markdown table of step_cost.py results (one row per JSON file): time ratios to nnUNetTrainer, measured
     in the same process, and the peak memory of each step kind."""
@@ -301,9 +354,17 @@ def render_table(paths) -> str:
         views = r.get("slice_axes") or [0]
         share = f"{r.get('student2d_slice_fraction', 1.0):g}" + (f", axes {views}" if len(views) > 1 else "")
         kinds = ("stage1", "3d_student", "2d_teacher", "2d_student", "mean_stage2_epoch_pair", "predict")
-        lines.append(f"| {r['2d_model']} | {share} | {r['nnunet']['mean_s']:.3g} | "
+        lines.append(f"| {r['2d_model']}{lever_text(r.get('levers'))} | {share} | {r['nnunet']['mean_s']:.3g} | "
                      + " | ".join(f"{q[k]:.2f}×" if k in q else "–" for k in kinds) + f" | {m} |")
     return "\n".join(lines)
+
+
+def lever_args(a) -> list:
+    """The command-line flags of the levers in `a` (for the --memory subprocesses)."""
+    on = levers(a)
+    flags = [f"--{k.replace('_2d', '').replace('_', '-')}" for k in ("teacher_merge_lora", "teacher_inference_mode",
+                                                                    "channels_last_2d", "cpu_bf16_2d") if on[k]]
+    return flags + (["--teacher-chunk", str(a.teacher_chunk)] if a.teacher_chunk else [])
 
 
 def phase_memory(a) -> dict:
@@ -312,8 +373,10 @@ def phase_memory(a) -> dict:
     for phase in (k for k in PHASES[:-1] if k in a.kinds or k == "nnunet"):
         tmp = f"{a.out}.{phase}.json"
         cmd = [sys.executable, __file__, *(["--plans", a.plans] if a.plans else ["-d", a.d]), "-c", a.c,
-               "--device", a.device, "--steps", "2", "--warmup", "1", "--finetune", a.finetune, "--model", a.model, "--slice-fraction", str(a.slice_fraction),
-               "--only", phase, "--out", tmp] + (["--slice-axes", *map(str, a.slice_axes)] if a.slice_axes else [])
+               "--device", a.device, "--steps", "2", "--warmup", "1", "--finetune", a.finetune, "--model", a.model,
+               "--slice-fraction", str(a.slice_fraction),
+               "--only", phase, "--out", tmp] + (["--slice-axes", *map(str, a.slice_axes)] if a.slice_axes else []) \
+            + lever_args(a)
         subprocess.run(cmd, check=True, capture_output=True)
         with open(tmp) as f:
             r = json.load(f)

@@ -4,7 +4,13 @@ A patch (B, C, S0, S1, S2) becomes B*S_axis slices (N, C, H, W) along one spatia
 predictions are stacked back in the same order. Axis 0 is nnU-Net's first spatial axis after
 `transpose_forward`, i.e. the largest-spacing (acquisition) axis. Several axes (`predict_views`) give a
 multi-view (tri-planar) 2D prediction: the mean of the views' softmax probabilities.
+
+How the 2D model's passes run (`SlicePass`) is a matter of cost, not of the method: a teacher's pass with LoRA
+merged and under `torch.inference_mode` gives the same pseudo-masks up to float rounding; bf16 on CPU changes the
+numerics and is opt-in (docs/benchmarks/cost.md).
 """
+import contextlib
+from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
@@ -42,17 +48,62 @@ def to_three_channels(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([x[:, k::3].mean(1) for k in range(3)], 1)
 
 
+@dataclass(frozen=True)
+class SlicePass:
+    """How a pass of the 2D model over the slices runs; the defaults are plain fp32 passes.
+
+    merge_lora:     LoRA adapters merged into the base weights for the pass (`Branch2D.teacher_mode`; eval mode only,
+                    i.e. for a teacher). Same output up to float rounding, fewer matmuls.
+    inference_mode: the pass under `torch.inference_mode` (a teacher: no autograd bookkeeping at all); the logits are
+                    copied to an ordinary tensor afterwards, so they can serve as targets of a student's loss.
+    channels_last:  the slices in channels-last memory format (convolutions run on oneDNN / cuDNN NHWC kernels); the
+                    caller converts the model once with `model.to(memory_format=torch.channels_last)`.
+    cpu_bf16:       the 2D model under bf16 autocast when it runs on CPU, logits returned in fp32. Changes the
+                    numerics (opt-in); on CUDA nnU-Net's fp16 autocast applies anyway and this does nothing.
+    """
+    merge_lora: bool = False
+    inference_mode: bool = False
+    channels_last: bool = False
+    cpu_bf16: bool = False
+
+    @contextlib.contextmanager
+    def context(self, model, device: torch.device):
+        """Merged LoRA, inference mode and bf16 autocast as set (the model unwrapped from DDP for the merge)."""
+        with contextlib.ExitStack() as stack:
+            inner = getattr(model, "module", model)
+            if self.merge_lora and hasattr(inner, "teacher_mode"):
+                stack.enter_context(inner.teacher_mode())
+            if self.inference_mode:
+                stack.enter_context(torch.inference_mode())
+            if self.cpu_bf16 and device.type == "cpu":
+                stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
+            yield
+
+
+#: a teacher's pass: LoRA merged, inference mode (same pseudo-masks as a plain pass up to float rounding)
+TEACHER_PASS = SlicePass(merge_lora=True, inference_mode=True)
+
+
 def predict_slices(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, axis: int = 0,
-                   chunk_size: int = 0) -> torch.Tensor:
+                   chunk_size: int = 0, settings: Optional[SlicePass] = None) -> torch.Tensor:
     """Run the 2D model on every slice of a 3D batch and stack the logits back: (B, K, S0, S1, S2).
 
-    `chunk_size` > 0 bounds how many slices go through the model at once (for teachers under no_grad).
+    `chunk_size` > 0 bounds how many slices go through the model at once (for teachers under no_grad);
+    `settings` says how the pass runs (`SlicePass`; None = a plain pass).
     """
+    settings = settings or SlicePass()
     slices = to_three_channels(volume_to_slices(x, axis))
-    if chunk_size and slices.shape[0] > chunk_size:
-        logits = torch.cat([model(slices[i:i + chunk_size]) for i in range(0, slices.shape[0], chunk_size)])
-    else:
-        logits = model(slices)
+    if settings.channels_last:
+        slices = slices.contiguous(memory_format=torch.channels_last)
+    with settings.context(model, x.device):
+        if chunk_size and slices.shape[0] > chunk_size:
+            logits = torch.cat([model(slices[i:i + chunk_size]) for i in range(0, slices.shape[0], chunk_size)])
+        else:
+            logits = model(slices)
+    if settings.cpu_bf16 and x.device.type == "cpu":
+        logits = logits.float()
+    if logits.is_inference():
+        logits = logits.clone()  # an ordinary tensor: inference tensors cannot be saved for a student's backward
     return slices_to_volume(logits, x.shape[0], axis)
 
 
@@ -84,11 +135,15 @@ def fuse_views(logits: Sequence[torch.Tensor], weights: Optional[Sequence[float]
 
 
 def predict_views(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, axes: Sequence[int] = (0,),
-                  chunk_size: int = 0, weights: Optional[Sequence[float]] = None
-                  ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+                  chunk_size: int = 0, weights: Optional[Sequence[float]] = None,
+                  settings: Optional[SlicePass] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
     """The 2D model along each of `axes` (Eq. 2 / 8 per axis): the fused probabilities (`fuse_views`) and the
-    per-view logits, all (B, K, S0, S1, S2)."""
-    logits = [predict_slices(model, x, axis, chunk_size) for axis in check_slice_axes(axes)]
+    per-view logits, all (B, K, S0, S1, S2). `settings` as in `predict_slices`; with merged LoRA the adapters are
+    merged once for all views."""
+    settings = settings or SlicePass()
+    merged = settings.merge_lora and hasattr(getattr(model, "module", model), "teacher_mode")
+    with getattr(model, "module", model).teacher_mode() if merged else contextlib.nullcontext():
+        logits = [predict_slices(model, x, axis, chunk_size, settings) for axis in check_slice_axes(axes)]
     return fuse_views(logits, weights), logits
 
 

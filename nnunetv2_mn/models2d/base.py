@@ -8,7 +8,8 @@ saved in a checkpoint, so a frozen pretrained base is never duplicated on disk.
 A subclass builds its layers, then calls `setup_finetuning()`, which injects LoRA adapters (under
 'lora') into the modules `lora_target_modules()` names and freezes what `is_trainable()` rejects.
 """
-from typing import Dict, List
+import contextlib
+from typing import Dict, Iterator, List
 
 import torch
 from torch import nn
@@ -92,6 +93,45 @@ class Branch2D(nn.Module):
         if self.lora_targets:
             parts.append(f"LoRA on {len(self.lora_targets)} layers")
         return "; ".join(p for p in parts if p)
+
+    # -- teacher passes --------------------------------------------------------------------------
+    def lora_layers(self) -> List[nn.Module]:
+        """peft's LoRA layers of the model (`peft.tuners.lora.LoraLayer`; none unless finetune='lora')."""
+        if not self.lora_targets:
+            return []
+        from peft.tuners.lora import LoraLayer
+
+        return [m for m in self.modules() if isinstance(m, LoraLayer)]
+
+    @contextlib.contextmanager
+    def teacher_mode(self, merge_lora: bool = True) -> Iterator["Branch2D"]:
+        """For the forward passes of the 2D model as a teacher (eval mode, no gradients): its LoRA adapters merged
+        into their base weights, W' = W + (alpha/r)·B·A (peft's `LoraLayer.merge`), so that a pass costs the frozen
+        model's matmuls only, not two more per adapted layer. On exit the unmerged base weights are put back as
+        they were (the tensors themselves, so no rounding drift builds up over merges), and the adapters are
+        active again for the student's step.
+
+        Nothing changes what trains or what a checkpoint holds: the merge goes into a copy of each base weight,
+        LoRA parameters, `requires_grad` and state-dict keys stay as they are. It merges only in eval mode: in
+        train mode the adapters' dropout makes a merged pass differ from an unmerged one, so it does nothing."""
+        layers = [m for m in self.lora_layers() if not (m.merged or m.disable_adapters)] \
+            if merge_lora and not self.training else []
+        saved = []
+        try:
+            if layers:
+                # B·A in the weights' own precision, not under an enclosing autocast
+                device_type = layers[0].get_base_layer().weight.device.type
+                with torch.no_grad(), torch.autocast(device_type, enabled=False):
+                    for layer in layers:
+                        base = layer.get_base_layer()
+                        saved.append((layer, base.weight.data))
+                        base.weight.data = base.weight.data.clone()
+                        layer.merge(safe_merge=False)  # in place, into the copy
+            yield self
+        finally:
+            for layer, weight in reversed(saved):
+                layer.get_base_layer().weight.data = weight
+                del layer.merged_adapters[:]
 
     # -- checkpoints ---------------------------------------------------------------------------
 

@@ -80,3 +80,21 @@ def test_step_cost_on_a_plans_preset_without_data(tmp_path):
     assert res["plans"] == "hippocampus" and res["patch_size"] == [40, 48, 40] and res["batch_size"] == 2
     assert set(res["ratio_to_nnunet"]) == {"2d_teacher"} and res["nnunet"]["mean_s"] > 0
     assert "stage1" not in res and "predict_mn" not in res
+
+
+def test_render_table_names_the_levers_and_leaves_untimed_kinds_empty(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("step_cost_script", SCRIPT)
+    sc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sc)
+    r = {"2d_model": "segformer-b2 (lora)", "nnunet": {"mean_s": 4.0},
+         "levers": {"teacher_merge_lora": True, "teacher_inference_mode": True, "teacher_slice_chunk": None,
+                    "channels_last_2d": False, "cpu_bf16_2d": False},
+         "ratio_to_nnunet": {"3d_student": 1.5, "2d_teacher": 0.25}}
+    (tmp_path / "a.json").write_text(json.dumps(r))
+    assert sc.render_table([tmp_path / "a.json"]).splitlines()[-1] == (
+        "| segformer-b2 (lora) + merged LoRA, inference mode | 1 | 4 | – | 1.50× | 0.25× | – | – | – | "
+        "not measured |")
+    a = sc.make_parser().parse_args(["--plans", "la", "--teacher-merge-lora", "--cpu-bf16", "--teacher-chunk", "8",
+                                     "--out", "x"])
+    assert sc.lever_args(a) == ["--teacher-merge-lora", "--cpu-bf16", "--teacher-chunk", "8"]

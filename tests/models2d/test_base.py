@@ -113,3 +113,81 @@ def test_pretrained_flag_tells_whether_the_frozen_base_can_be_rebuilt(tmp_path):
     assert build_branch2d("segformer", 3, "lora", source=str(tmp_path / "m"), local_files_only=True).pretrained
     assert build_branch2d("effnet_lite0", 3, "whole").pretrained
     assert not build_branch2d("effnet_lite0", 3, "whole", source="random").pretrained
+
+
+def _randomise_lora(branch):
+    """peft starts lora_B at zero (B·A = 0, merging would change nothing): give every adapter a non-zero B."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in branch.named_parameters():
+            if ".lora_B." in name:
+                p.normal_(0, 0.5)
+    return branch
+
+
+def _lora_branches(tiny_segformer_config):
+    from nnunetv2_mn.models2d import build_branch2d
+
+    return {"toy": ToyTransformer("lora"),
+            "segformer": build_branch2d("segformer", 3, "lora", config=tiny_segformer_config),  # linear adapters
+            "effnet_lite0": build_branch2d("effnet_lite0", 3, "lora", source="random")}         # 1x1-conv adapters
+
+
+@pytest.mark.parametrize("kind", ["toy", "segformer", "effnet_lite0"])
+def test_teacher_mode_merges_lora_with_the_same_output_and_restores_everything(kind, tiny_segformer_config, checks):
+    branch = _randomise_lora(_lora_branches(tiny_segformer_config)[kind]).eval()
+    x = torch.randn(2, 3, 32, 32)
+    layers = branch.lora_layers()
+    assert len(layers) == len(branch.lora_targets) > 0
+    bases = {id(m): m.get_base_layer().weight.data_ptr() for m in layers}
+    state = {k: v.clone() for k, v in branch.state_dict().items()}
+    keys, grads = list(branch.trainable_state_dict()), {n: p.requires_grad for n, p in branch.named_parameters()}
+    with torch.no_grad():
+        expected = branch(x)
+        with branch.teacher_mode() as teacher:
+            assert teacher is branch and all(m.merged for m in layers)
+            assert all(m.get_base_layer().weight.data_ptr() != bases[id(m)] for m in layers)  # merged into a copy
+            merged = branch(x)
+        assert not any(m.merged for m in layers)
+        again = branch(x)
+    assert not torch.equal(merged, expected)  # merged weights really were used ...
+    torch.testing.assert_close(merged, expected, rtol=1e-4, atol=1e-4)  # ... and give the same output
+    assert torch.equal(again, expected)
+    # the very storage of the unmerged base is back, bit for bit; what trains and what is saved did not change
+    assert all(m.get_base_layer().weight.data_ptr() == bases[id(m)] for m in layers)
+    assert branch.state_dict().keys() == state.keys()
+    assert all(torch.equal(v, state[k]) for k, v in branch.state_dict().items())
+    assert list(branch.trainable_state_dict()) == keys
+    assert {n: p.requires_grad for n, p in branch.named_parameters()} == grads
+    checks.train_steps(branch, 3 if kind != "toy" else 2, steps=3)  # the adapters learn afterwards
+
+
+def test_teacher_mode_does_nothing_in_train_mode_or_without_lora():
+    toy = _randomise_lora(ToyTransformer("lora")).train()
+    with toy.teacher_mode():
+        assert not any(m.merged for m in toy.lora_layers())  # dropout active: a merged pass would differ
+    whole = ToyTransformer("whole").eval()
+    assert whole.lora_layers() == []
+    with whole.teacher_mode():
+        pass
+
+
+def test_teacher_mode_restores_the_adapters_after_an_error():
+    toy = _randomise_lora(ToyTransformer("lora")).eval()
+    bases = [m.get_base_layer().weight.data_ptr() for m in toy.lora_layers()]
+    with pytest.raises(RuntimeError, match="boom"):
+        with toy.teacher_mode():
+            raise RuntimeError("boom")
+    assert not any(m.merged for m in toy.lora_layers())
+    assert [m.get_base_layer().weight.data_ptr() for m in toy.lora_layers()] == bases
+
+
+def test_teacher_mode_merges_in_the_weights_precision_under_autocast():
+    toy = _randomise_lora(ToyTransformer("lora")).eval()
+    x = torch.randn(2, 3, 5, 6)
+    with torch.no_grad():
+        expected = toy(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16), toy.teacher_mode():
+            assert all(m.get_base_layer().weight.dtype == torch.float32 for m in toy.lora_layers())
+        with toy.teacher_mode():
+            torch.testing.assert_close(toy(x), expected, rtol=1e-5, atol=1e-5)

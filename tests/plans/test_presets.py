@@ -32,7 +32,8 @@ def test_preset_builds_nnunets_network_with_the_expected_patch_and_batch(name):
     patch, batch, labels, stages = EXPECTED[name]
     plans, dataset_json = preset_plans(name), preset_dataset_json(name)
     pm, cm, lm, n_in, net = _network(plans, dataset_json)
-    assert cm.patch_size == patch and cm.batch_size == batch and cm.spacing == plans["original_median_spacing_after_transp"]
+    assert cm.patch_size == patch and cm.batch_size == batch
+    assert cm.spacing == plans["original_median_spacing_after_transp"]
     assert n_in == 1 and lm.num_segmentation_heads == labels and not lm.has_regions
     assert type(net).__name__ == "PlainConvUNet" and len(net.encoder.stages) == stages
     # the patch is divisible by the network's total stride along every axis (nnU-Net's planner guarantees it)
@@ -45,7 +46,8 @@ def test_hippocampus_preset_network_runs_on_its_patch():
     pm, cm, lm, n_in, net = _network(preset_plans("hippocampus"), preset_dataset_json("hippocampus"))
     with torch.no_grad():
         outs = net(torch.randn(1, n_in, *cm.patch_size))
-    assert outs[0].shape == (1, lm.num_segmentation_heads, *cm.patch_size) and len(outs) == 3  # deep supervision: one output per decoder stage
+    # deep supervision: one output per decoder stage, the first at the patch size
+    assert outs[0].shape == (1, lm.num_segmentation_heads, *cm.patch_size) and len(outs) == 3
 
 
 def test_write_preset_is_read_by_nnunets_trainer(tmp_path, monkeypatch):
