@@ -87,14 +87,20 @@ def random_batch(trainer, n):
 
 def timed_round_robin(fns: dict, steps, warmup, device) -> dict:
     """Time several step kinds in turns (a, b, c, a, b, c, ...), so that a machine whose speed drifts during the
-    run (a shared CPU) slows every kind alike and the ratios stay fair. Peak GPU memory is taken per call."""
+    run (a shared CPU) slows every kind alike and the ratios stay fair. Peak GPU memory is taken per call. A value
+    may be a pair (prepare, fn): `prepare()` runs untimed before each call of `fn`."""
+    fns = {k: v if isinstance(v, tuple) else (None, v) for k, v in fns.items()}
     for _ in range(warmup):
-        for fn in fns.values():
+        for prepare, fn in fns.values():
+            if prepare:
+                prepare()
             fn()
     times = {k: [] for k in fns}
     peaks = {k: 0.0 for k in fns}
     for _ in range(steps):
-        for k, fn in fns.items():
+        for k, (prepare, fn) in fns.items():
+            if prepare:
+                prepare()
             if device.type == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
@@ -133,6 +139,7 @@ def peak_rss_gb() -> float:
 
 
 PHASES = ("nnunet", "stage1", "3d_student", "2d_teacher", "2d_student", "predict")
+PLAIN = ":without_levers"  # suffix of the kinds timed without the levers (--ab)
 
 
 def predictor_for(trainer, device):
@@ -179,6 +186,9 @@ def make_parser() -> argparse.ArgumentParser:
                         help="the 2D model and its slices in channels-last memory format (teacher and student)")
     levers.add_argument("--cpu-bf16", action="store_true",
                         help="the 2D model under bf16 autocast on CPU (teacher and student; changes numerics)")
+    levers.add_argument("--ab", action="store_true",
+                        help="also time every M&N kind without the levers, in the same process and in turns "
+                             f"(keys '<kind>{PLAIN}'): the levers' effect free of the machine's drift")
     p.add_argument("--memory", action="store_true",
                    help="CPU: also measure each step kind's peak resident memory in a process of its own")
     p.add_argument("--kinds", nargs="+", choices=PHASES, default=list(PHASES),
@@ -215,13 +225,22 @@ def mn_cost_class(a):
         student2d_slice_fraction = a.slice_fraction
         slice_axes = None if a.slice_axes is None else tuple(a.slice_axes)
         teacher_slice_chunk = nnUNetTrainerMN.teacher_slice_chunk if a.teacher_chunk is None else a.teacher_chunk
+        levers_on = True
 
         def initialize(self):
             super().initialize()
             if on["channels_last_2d"]:
                 self.branch2d.to(memory_format=torch.channels_last)
 
+        def set_levers(self, active: bool):
+            """Switch the levers on or off (--ab; the 2D model's memory format converted untimed)."""
+            if active != self.levers_on and on["channels_last_2d"]:
+                self.branch2d.to(memory_format=torch.channels_last if active else torch.contiguous_format)
+            self.levers_on = active
+
         def forward_2d(self, x, teacher=False, axis=None):  # nnUNetTrainerMN.forward_2d with the pass settings
+            if not self.levers_on:
+                return super().forward_2d(x, teacher, axis)
             chunk = self.teacher_slice_chunk if teacher else 0
             settings = teacher_pass if teacher else student_pass
             if axis is not None or len(self.slice_axes) == 1:
@@ -271,8 +290,13 @@ def build_steps(a, phases=PHASES) -> dict:
             "3d_student": lambda: mn.train_3d_student(x[:B - b_u], tl, x[B - b_u:]),
             "2d_teacher": lambda: (as_teacher(), teacher()),
             "2d_student": lambda: mn.train_2d_student(x[:B - b_u], tl, x[B - b_u:])}
+    steps = {k: step[k] for k in phases if k != "predict"}
+    if getattr(a, "ab", False):  # every M&N kind with and without the levers, in turns
+        steps = {name: fn for k, f in steps.items() for name, fn in (
+            ((k, f),) if k == "nnunet" else
+            ((k, (lambda: mn.set_levers(True), f)), (k + PLAIN, (lambda: mn.set_levers(False), f))))}
     return {"base": base, "mn": mn, "device": device, "x": x, "target": target, "batch_size": B, "b_u": b_u,
-            "steps": {k: step[k] for k in phases if k != "predict"}, "meta": meta}
+            "steps": steps, "meta": meta}
 
 
 def main():
@@ -294,12 +318,17 @@ def main():
         reset_peak_rss()
     res.update(timed_round_robin(bench["steps"], a.steps, a.warmup, device))
     if "predict" in phases:
+        mn.set_levers(True)  # only the 3D network predicts: the levers do not touch prediction
         res.update(timed_round_robin({"predict_nnunet": predictor_for(base, device),
                                       "predict_mn": predictor_for(mn, device)}, max(2, a.steps // 3), 1, device))
     if a.only:
         res["peak_rss_gb"] = peak_rss_gb()
     if a.only is None:
         res["ratio_to_nnunet"] = ratios(res)
+        if a.ab:
+            plain = {k[:-len(PLAIN)]: v for k, v in res.items() if k.endswith(PLAIN)}
+            res["ratio_to_nnunet" + PLAIN] = ratios({**plain, "nnunet": res["nnunet"]})
+            res["lever_speedup"] = {k: v["mean_s"] / res[k]["mean_s"] for k, v in plain.items()}
     if a.memory and a.only is None:
         res["memory_cpu"] = phase_memory(a)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
@@ -356,6 +385,10 @@ def render_table(paths) -> str:
         kinds = ("stage1", "3d_student", "2d_teacher", "2d_student", "mean_stage2_epoch_pair", "predict")
         lines.append(f"| {r['2d_model']}{lever_text(r.get('levers'))} | {share} | {r['nnunet']['mean_s']:.3g} | "
                      + " | ".join(f"{q[k]:.2f}×" if k in q else "–" for k in kinds) + f" | {m} |")
+        q0 = r.get("ratio_to_nnunet" + PLAIN)
+        if q0:  # --ab: the same process without the levers
+            lines.append(f"| {r['2d_model']}, same run without them | {share} | {r['nnunet']['mean_s']:.3g} | "
+                         + " | ".join(f"{q0[k]:.2f}×" if k in q0 else "–" for k in kinds) + " | |")
     return "\n".join(lines)
 
 

@@ -67,19 +67,25 @@ def test_render_table_names_the_views_of_a_multi_view_2d_model(tmp_path):
 
 
 def test_step_cost_on_a_plans_preset_without_data(tmp_path):
-    """`--plans hippocampus` needs no preprocessed data set; `--kinds` times a subset (nnU-Net's step always)."""
+    """`--plans hippocampus` needs no preprocessed data set; `--kinds` times a subset (nnU-Net's step always); `--ab`
+    times each M&N kind also without the levers, in the same process."""
     import os
     out = tmp_path / "cost.json"
     env = {k: v for k, v in os.environ.items() if k not in ("nnUNet_preprocessed", "nnUNet_raw")}
     env.update({"nnUNet_results": str(tmp_path / "results"), "OMP_NUM_THREADS": "2"})
     cmd = [sys.executable, str(SCRIPT), "--plans", "hippocampus", "--device", "cpu", "--steps", "1", "--warmup", "0",
-           "--model", "effnet_lite0", "--finetune", "whole", "--kinds", "2d_teacher", "--out", str(out)]
+           "--model", "effnet_lite0", "--finetune", "whole", "--kinds", "2d_teacher", "--teacher-inference-mode",
+           "--channels-last", "--ab", "--out", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["plans"] == "hippocampus" and res["patch_size"] == [40, 48, 40] and res["batch_size"] == 2
     assert set(res["ratio_to_nnunet"]) == {"2d_teacher"} and res["nnunet"]["mean_s"] > 0
     assert "stage1" not in res and "predict_mn" not in res
+    assert res["levers"]["teacher_inference_mode"] and res["levers"]["channels_last_2d"]
+    plain = res["2d_teacher:without_levers"]["mean_s"]
+    assert res["ratio_to_nnunet:without_levers"]["2d_teacher"] == pytest.approx(plain / res["nnunet"]["mean_s"])
+    assert res["lever_speedup"]["2d_teacher"] == pytest.approx(plain / res["2d_teacher"]["mean_s"])
 
 
 def test_render_table_names_the_levers_and_leaves_untimed_kinds_empty(tmp_path):
