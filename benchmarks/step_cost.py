@@ -85,10 +85,16 @@ def random_batch(trainer, n):
     return x, target
 
 
-def timed_round_robin(fns: dict, steps, warmup, device) -> dict:
+def timed_round_robin(fns: dict, steps, warmup, device, clock: str = "wall") -> dict:
     """Time several step kinds in turns (a, b, c, a, b, c, ...), so that a machine whose speed drifts during the
     run (a shared CPU) slows every kind alike and the ratios stay fair. Peak GPU memory is taken per call. A value
-    may be a pair (prepare, fn): `prepare()` runs untimed before each call of `fn`."""
+    may be a pair (prepare, fn): `prepare()` runs untimed before each call of `fn`.
+
+    `mean_s` is the mean wall time per call, or with clock='cpu' the mean CPU time of this process per call (CPU
+    only): on a machine shared with other jobs the wall time includes waiting for a core, the CPU time only the work
+    (with one thread, `OMP_NUM_THREADS=1`, it equals the wall time of an idle machine). Both are recorded."""
+    if clock == "cpu" and device.type != "cpu":
+        raise ValueError("clock='cpu' times CPU work; on CUDA the work is the GPU's: use the wall clock")
     fns = {k: v if isinstance(v, tuple) else (None, v) for k, v in fns.items()}
     for _ in range(warmup):
         for prepare, fn in fns.values():
@@ -96,6 +102,7 @@ def timed_round_robin(fns: dict, steps, warmup, device) -> dict:
                 prepare()
             fn()
     times = {k: [] for k in fns}
+    cpu_times = {k: [] for k in fns}
     peaks = {k: 0.0 for k in fns}
     for _ in range(steps):
         for k, (prepare, fn) in fns.items():
@@ -104,14 +111,19 @@ def timed_round_robin(fns: dict, steps, warmup, device) -> dict:
             if device.type == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             if device.type == "cuda":
                 torch.cuda.synchronize()
                 peaks[k] = max(peaks[k], torch.cuda.max_memory_allocated() / 2 ** 30)
             times[k].append(time.perf_counter() - t0)
-    return {k: {"mean_s": float(np.mean(v)), "std_s": float(np.std(v)),
-                "peak_gb": peaks[k] if device.type == "cuda" else None} for k, v in times.items()}
+            cpu_times[k].append(time.process_time() - c0)
+    out = {}
+    for k in fns:
+        v = cpu_times[k] if clock == "cpu" else times[k]
+        out[k] = {"mean_s": float(np.mean(v)), "std_s": float(np.std(v)), "mean_wall_s": float(np.mean(times[k])),
+                  "mean_cpu_s": float(np.mean(cpu_times[k])), "peak_gb": peaks[k] if device.type == "cuda" else None}
+    return out
 
 
 def _proc_status_gb(key: str) -> float:
@@ -168,6 +180,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--finetune", default="lora")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="what mean_s and the ratios measure: wall time per step, or (CPU only) this process's CPU "
+                        "time per step, the robust choice on a machine shared with other jobs (with OMP_NUM_THREADS=1)")
     p.add_argument("--model", default="segformer-b2", choices=["segformer-b2", "effnet_lite0"],
                    help="2D model: SegFormer-B2's architecture (random weights) or the offline EfficientNet-Lite0 U-Net")
     p.add_argument("--slice-fraction", type=float, default=1.0,
@@ -303,6 +318,9 @@ def main():
     if sys.argv[1:2] == ["--render"]:  # step_cost.py --render A.json B.json ...: the Markdown table
         print(render_table(sys.argv[2:]))
         return
+    if sys.argv[1:2] == ["--render-levers"]:  # step_cost.py --render-levers A.json ...: the --ab speed-ups
+        print(render_lever_table(sys.argv[2:]))
+        return
     p = make_parser()
     a = p.parse_args()
     device = torch.device(a.device)
@@ -312,15 +330,16 @@ def main():
     phases = tuple(k for k in PHASES if k in a.kinds or k == "nnunet") if a.only is None else (a.only,)
     bench = build_steps(a, phases)
     base, mn = bench["base"], bench["mn"]
-    res = {**bench["meta"], "steps": a.steps}
+    res = {**bench["meta"], "steps": a.steps, "clock": a.clock}
     if a.only:
         res["rss_after_setup_gb"] = rss_gb()
         reset_peak_rss()
-    res.update(timed_round_robin(bench["steps"], a.steps, a.warmup, device))
+    res.update(timed_round_robin(bench["steps"], a.steps, a.warmup, device, a.clock))
     if "predict" in phases:
         mn.set_levers(True)  # only the 3D network predicts: the levers do not touch prediction
         res.update(timed_round_robin({"predict_nnunet": predictor_for(base, device),
-                                      "predict_mn": predictor_for(mn, device)}, max(2, a.steps // 3), 1, device))
+                                      "predict_mn": predictor_for(mn, device)}, max(2, a.steps // 3), 1, device,
+                                     a.clock))
     if a.only:
         res["peak_rss_gb"] = peak_rss_gb()
     if a.only is None:
@@ -398,6 +417,22 @@ def lever_args(a) -> list:
     flags = [f"--{k.replace('_2d', '').replace('_', '-')}" for k in ("teacher_merge_lora", "teacher_inference_mode",
                                                                     "channels_last_2d", "cpu_bf16_2d") if on[k]]
     return flags + (["--teacher-chunk", str(a.teacher_chunk)] if a.teacher_chunk else [])
+
+
+def render_lever_table(paths) -> str:
+    """Markdown table of --ab runs: per step kind, the time without the levers over the time with them (> 1: the
+    levers make it faster), both measured in the same process, in turns."""
+    kinds = ("stage1", "3d_student", "2d_teacher", "2d_student")
+    lines = ["| 2D model | levers | plans | clock | stage 1 | 3D student | 2D teacher | 2D student |",
+             "|---|---|---|---|---|---|---|---|"]
+    for path in paths:
+        with open(path) as f:
+            r = json.load(f)
+        sp = r["lever_speedup"]
+        lines.append(f"| {r['2d_model']} | {lever_text(r['levers'])[3:]} | {r.get('plans', '')} | "
+                     f"{r.get('clock', 'wall')} | " + " | ".join(f"{sp[k]:.2f}×" if k in sp else "–" for k in kinds)
+                     + " |")
+    return "\n".join(lines)
 
 
 def phase_memory(a) -> dict:

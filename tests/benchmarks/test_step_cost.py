@@ -104,3 +104,17 @@ def test_render_table_names_the_levers_and_leaves_untimed_kinds_empty(tmp_path):
     a = sc.make_parser().parse_args(["--plans", "la", "--teacher-merge-lora", "--cpu-bf16", "--teacher-chunk", "8",
                                      "--out", "x"])
     assert sc.lever_args(a) == ["--teacher-merge-lora", "--cpu-bf16", "--teacher-chunk", "8"]
+
+
+def test_render_lever_table_gives_the_speedups_of_an_ab_run(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("step_cost_script", SCRIPT)
+    sc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sc)
+    r = {"2d_model": "effnet_lite0 (lora)", "plans": "hippocampus", "clock": "cpu",
+         "levers": {"teacher_merge_lora": False, "teacher_inference_mode": False, "teacher_slice_chunk": None,
+                    "channels_last_2d": True, "cpu_bf16_2d": False},
+         "lever_speedup": {"stage1": 1.09, "2d_teacher": 1.405}}
+    (tmp_path / "a.json").write_text(json.dumps(r))
+    assert sc.render_lever_table([tmp_path / "a.json"]).splitlines()[-1] == (
+        "| effnet_lite0 (lora) | channels-last | hippocampus | cpu | 1.09× | – | 1.41× | – |")
