@@ -402,11 +402,12 @@ def render_table(paths) -> str:
         views = r.get("slice_axes") or [0]
         share = f"{r.get('student2d_slice_fraction', 1.0):g}" + (f", axes {views}" if len(views) > 1 else "")
         kinds = ("stage1", "3d_student", "2d_teacher", "2d_student", "mean_stage2_epoch_pair", "predict")
-        lines.append(f"| {r['2d_model']}{lever_text(r.get('levers'))} | {share} | {r['nnunet']['mean_s']:.3g} | "
+        plans = f", {r['plans']} plans" if r.get("plans") in ("hippocampus", "la") else ""  # a preset (-d: none)
+        lines.append(f"| {r['2d_model']}{lever_text(r.get('levers'))}{plans} | {share} | {r['nnunet']['mean_s']:.3g} | "
                      + " | ".join(f"{q[k]:.2f}×" if k in q else "–" for k in kinds) + f" | {m} |")
         q0 = r.get("ratio_to_nnunet" + PLAIN)
         if q0:  # --ab: the same process without the levers
-            lines.append(f"| {r['2d_model']}, same run without them | {share} | {r['nnunet']['mean_s']:.3g} | "
+            lines.append(f"| {r['2d_model']}{plans}, same run without them | {share} | {r['nnunet']['mean_s']:.3g} | "
                          + " | ".join(f"{q0[k]:.2f}×" if k in q0 else "–" for k in kinds) + " | |")
     return "\n".join(lines)
 
