@@ -57,20 +57,28 @@ class nnUNetTrainerMeanTeacher(nnUNetTrainerSemiSupervised):
             t.copy_(s)
         self.ema_step += 1
 
+    def teacher_noise(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(torch.randn_like(x) * self.teacher_noise_std, -self.teacher_noise_clip,
+                           self.teacher_noise_clip)
+
+    def student_forward(self, x: torch.Tensor, target_l, b_l: int):
+        """The student's outputs (deep-supervision list) on the batch `x` (b_l labelled samples first, then the
+        unlabelled ones) and its supervised loss on the labelled ones (0 without). Call inside autocast."""
+        output = self.network(x)
+        if not isinstance(output, (list, tuple)):
+            output = [output]
+        loss_sup = self.loss([o[:b_l] for o in output], target_l) if b_l > 0 else output[0].sum() * 0
+        return output, loss_sup
+
     def semi_supervised_step(self, data_l, target_l, data_u) -> dict:
         b_l = data_l.shape[0]
         x = data_l if data_u is None else torch.cat((data_l, data_u))
         w = self.current_consistency_weight()
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            output = self.network(x)
-            if not isinstance(output, (list, tuple)):
-                output = [output]
-            loss_sup = self.loss([o[:b_l] for o in output], target_l) if b_l > 0 else output[0].sum() * 0
+            output, loss_sup = self.student_forward(x, target_l, b_l)
             with torch.no_grad():
-                noise = torch.clamp(torch.randn_like(x) * self.teacher_noise_std,
-                                    -self.teacher_noise_clip, self.teacher_noise_clip)
-                teacher_prob = torch.softmax(self.teacher(x + noise).float(), 1)
+                teacher_prob = torch.softmax(self.teacher(x + self.teacher_noise(x)).float(), 1)
             loss_cons = F.mse_loss(torch.softmax(output[0].float(), 1), teacher_prob)
             loss = loss_sup + w * loss_cons
         self.backward_and_step(loss, self.optimizer, self.network, self.grad_scaler)

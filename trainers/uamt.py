@@ -70,10 +70,6 @@ class nnUNetTrainerUAMT(nnUNetTrainerMeanTeacher):
         return uncertainty_threshold(self.training_progress(), self.label_manager.num_segmentation_heads,
                                      self.threshold_start, self.threshold_end)
 
-    def teacher_noise(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(torch.randn_like(x) * self.teacher_noise_std, -self.teacher_noise_clip,
-                           self.teacher_noise_clip)
-
     @torch.no_grad()
     def teacher_mean_probability(self, x: torch.Tensor) -> torch.Tensor:
         """Mean softmax of `uncertainty_passes` noisy teacher passes over the batch `x`."""
@@ -92,10 +88,7 @@ class nnUNetTrainerUAMT(nnUNetTrainerMeanTeacher):
         threshold = self.current_threshold()
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            output = self.network(x)
-            if not isinstance(output, (list, tuple)):
-                output = [output]
-            loss_sup = self.loss([o[:b_l] for o in output], target_l) if b_l > 0 else output[0].sum() * 0
+            output, loss_sup = self.student_forward(x, target_l, b_l)
             if data_u is None:
                 loss_cons, mask_share = output[0].sum() * 0, float("nan")
             else:
