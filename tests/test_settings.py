@@ -22,9 +22,8 @@ def test_2d_source_order():
 
 
 def test_the_trainer_planner_and_doctor_use_these_contracts():
-    from nnunetv2_mn.cli import doctor
-    from nnunetv2_mn.plans import planner
+    from nnunetv2_mn.cli import doctor, plan
     from nnunetv2_mn.trainers.mn import nnUNetTrainerMN
 
-    assert nnUNetTrainerMN.branch2d_source == DEFAULT_2D_MODEL == planner.DEFAULT_2D_MODEL
+    assert nnUNetTrainerMN.branch2d_source == DEFAULT_2D_MODEL == plan.DEFAULT_2D_MODEL
     assert doctor.default_segformer_source({})[0] == DEFAULT_2D_MODEL
