@@ -311,7 +311,7 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
         b_u = {m: self.draw_b_u(m) for m in students}
         batch_u = self.next_unlabeled_batch(*b_u.values())
         results = [{**getattr(self, f"train_{m}_student")(*self.compose_batch(batch, batch_u, b_u[m])),
-                    "b_u": b_u[m], "b_l": self.batch_size - b_u[m]} for m in students]
+                    "b_u": b_u[m], "b_l": self.num_labeled(b_u[m])} for m in students]
         return merge_step_results(results)
 
     def stage1_step(self, data_l, target_l) -> dict:

@@ -131,4 +131,10 @@ class nnUNetTrainerSelfTraining(nnUNetTrainerSemiSupervised):
             target = [torch.cat(pair) for pair in zip(target_l, target_u)] if isinstance(target_l, list) \
                 else torch.cat((target_l, target_u))
         result = nnUNetTrainer.train_step(self, {"data": data, "target": target})
-        return {**result, "b_u": b_u, "b_l": self.batch_size - b_u}
+        return {**result, "b_u": b_u, "b_l": self.num_labeled(b_u)}
+
+
+class nnUNetTrainerSelfTraining_AddUnlabeled(nnUNetTrainerSelfTraining):
+    """The student keeps nnU-Net's whole labelled batch (b_l = B) and learns from b_u pseudo-labelled samples on
+    top of it, instead of in place of labelled ones."""
+    unlabeled_samples = "add"

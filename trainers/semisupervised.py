@@ -34,7 +34,7 @@ from nnunetv2_mn.data.unlabeled import UnlabeledDataError, plans_fingerprint
 from nnunetv2_mn.paths import UNLABELED_RAW_FOLDER, unlabeled_preprocessed_dir
 from nnunetv2_mn.training.dataloading import UnlabeledDataLoader, UnlabeledDataset
 from nnunetv2_mn.training.progress_logger import install_logger
-from nnunetv2_mn.training.sampling import (ScheduleState, build_sampling_rule, foreground_forced,
+from nnunetv2_mn.training.sampling import (UNLABELED_SAMPLES, ScheduleState, build_sampling_rule, foreground_forced,
                                            labeled_sample_indices)
 
 #: per-step values of the batch composition, logged as epoch means
@@ -67,6 +67,10 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
     #: how the rule's unlabelled share becomes b_u per step: 'expected' (stochastic rounding, E[b_u] = share * B
     #: at any batch size) or 'floor' (Eq. 10 as printed; coarse at nnU-Net's batch sizes)
     sampling_rounding: str = "expected"
+    #: how the b_u unlabelled samples enter a step: 'replace' (the paper: they take the place of labelled samples,
+    #: b_l = B - b_u) or 'add' (nnU-Net's whole labelled batch stays, b_l = B, and the b_u unlabelled samples come
+    #: on top: B + b_u samples per step, each part weighted by its count as in Eq. 5)
+    unlabeled_samples: str = "replace"
     #: stage 1: share of the epochs trained on labelled data only before unlabelled samples may enter a batch
     stage1_fraction: float = 0.0
     #: nnU-Net schedule attributes (num_epochs, num_iterations_per_epoch, ...) a variant overrides
@@ -82,6 +86,9 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
         for k, v in self.schedule_overrides.items():
             setattr(self, k, v)
         self.sampling_rule = build_sampling_rule(self.sampling, self.sampling_rounding, **self.sampling_kwargs)
+        if self.unlabeled_samples not in UNLABELED_SAMPLES:
+            raise ValueError(f"{self.__class__.__name__}.unlabeled_samples = {self.unlabeled_samples!r} is not one of "
+                             f"{UNLABELED_SAMPLES}: 'replace' (b_l = B - b_u, the paper) or 'add' (b_l = B).")
         self.dataloader_unlabeled = None
         self.num_labeled_cases = self.num_unlabeled_cases = 0
         self.b_u = 0  # of the last step
@@ -302,11 +309,15 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
             return None
         return foreground_forced(self.batch_size, self.oversample_foreground_percent)
 
+    def num_labeled(self, b_u: int) -> int:
+        """b_l of a step with b_u unlabelled samples (`unlabeled_samples`)."""
+        return self.batch_size if self.unlabeled_samples == "add" else self.batch_size - b_u
+
     def compose_batch(self, batch: dict, batch_u: Optional[dict], b_u: int):
-        """b_l = B - b_u samples of nnU-Net's labelled batch, chosen so that the share of foreground-forced
-        patches stays nnU-Net's (`labeled_sample_indices`), and the first b_u samples of the unlabelled batch
-        (case identifiers of both are kept in `last_batch_keys` for the log and the tests)."""
-        b_l = self.batch_size - b_u
+        """b_l = `num_labeled(b_u)` samples of nnU-Net's labelled batch, chosen so that the share of
+        foreground-forced patches stays nnU-Net's (`labeled_sample_indices`), and the first b_u samples of the
+        unlabelled batch (case identifiers of both are kept in `last_batch_keys` for the log and the tests)."""
+        b_l = self.num_labeled(b_u)
         forced = self.labeled_forced
         index = list(range(b_l)) if forced is None else labeled_sample_indices(b_l, forced)
         target = batch["target"]
@@ -326,7 +337,7 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
     def train_step(self, batch: dict) -> dict:
         b_u = self.draw_b_u("3d")
         result = self.semi_supervised_step(*self.compose_batch(batch, self.next_unlabeled_batch(b_u), b_u))
-        return {**result, "b_u": b_u, "b_l": self.batch_size - b_u}
+        return {**result, "b_u": b_u, "b_l": self.num_labeled(b_u)}
 
     def semi_supervised_step(self, data_l, target_l, data_u) -> dict:
         raise NotImplementedError(f"{self.__class__.__name__} is a base class; train a subclass such as "

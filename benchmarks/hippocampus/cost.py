@@ -72,20 +72,22 @@ def estimate_row(attrs: dict, schedule: Schedule, num_test: int, num_unlabeled: 
     """Expected wall seconds of one row: {'train', 'predict', 'evaluate', 'total'} (see CPU_COST).
 
     Upper bound for the semi-supervised steps: every stage-2 batch is taken to hold one unlabelled patch
-    (b_u = 1 of B = 2) whose teacher prediction costs half a batch forward. With `unlabeled_foreground_bias` > 0, M&N also predicts every unlabelled case at each
-    pseudo-mask refresh.
+    (b_u = 1 of B = 2) whose teacher prediction costs half a batch forward; with `unlabeled_samples='add'` that
+    patch comes on top of the B labelled ones, so a stage-2 student step trains on 3 samples (1.5x). With
+    `unlabeled_foreground_bias` > 0, M&N also predicts every unlabelled case at each pseudo-mask refresh.
     """
     cost = cost or cost_profile(schedule)
     e, it, v = schedule.num_epochs, schedule.iterations, schedule.val_iterations
     t3, f3 = cost["3d_train"], cost["3d_forward"]
     family = attrs.get("family", "nnunet")
+    added = 1.5 if attrs.get("unlabeled_samples") == "add" else 1.0  # stage-2 samples per step / B
     if family == "mn":
         key = f"{attrs['branch2d_kind']}/{attrs['branch2d_finetune']}"
         t2, f2 = cost["2d_train"][key], cost["2d_forward"][key]
         t2 *= attrs.get("student2d_slice_fraction", 1.0)  # the student learns from this share of the slices
         views = len(attrs.get("slice_axes") or (0,))  # each view runs the 2D model on its own slices
         t2, f2 = t2 * views, f2 * views
-        student = {"3d": t3 + f2 / 2, "2d": f3 / 2 + t2}
+        student = {"3d": added * t3 + f2 / 2, "2d": f3 / 2 + added * t2}
         sched = cotraining_schedule(attrs, e)
         train_steps = sum(t3 + t2 if sched.stage(epoch) == 1 else sum(student[m] for m in sched.students(epoch, i))
                           for epoch in range(e) for i in range(it))
@@ -93,7 +95,8 @@ def estimate_row(attrs: dict, schedule: Schedule, num_test: int, num_unlabeled: 
             train_steps += num_unlabeled * cost["pseudo_mask_case"] * sched.num_refreshes()
         val = e * v * (f3 + f2)
     elif family == "self_training":  # nnU-Net steps, and one prediction of every unlabelled case
-        train_steps = e * it * t3 + num_unlabeled * cost["pseudo_mask_case"]
+        stage2 = e - int(round(attrs.get("stage1_fraction", 0.5) * e))
+        train_steps = (e - stage2 + added * stage2) * it * t3 + num_unlabeled * cost["pseudo_mask_case"]
         val = e * v * f3
     elif family == "mean_teacher":
         train_steps = e * it * (t3 + f3)  # student step + EMA teacher forward on the whole batch

@@ -169,10 +169,11 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
     for r in records:
         a = r.get("attributes", {})
         keys = {"mn": ("branch2d_kind", "branch2d_source", "branch2d_finetune", "stage2_students", "sampling",
-                       "sampling_rounding", "stage2_lr_restart", "co_training", "stage1_fraction", "optimizers",
-                       "student2d_slice_fraction"),
+                       "sampling_rounding", "unlabeled_samples", "stage2_lr_restart", "co_training", "stage1_fraction",
+                       "optimizers", "student2d_slice_fraction"),
                 "mean_teacher": ("sampling", "sampling_kwargs", "sampling_rounding", "ema_decay"),
-                "self_training": ("stage1_fraction", "sampling", "sampling_rounding", "student_from_scratch"),
+                "self_training": ("stage1_fraction", "sampling", "sampling_rounding", "unlabeled_samples",
+                                  "student_from_scratch"),
                 }.get(a.get("family"), ())
         settings = ", ".join(f"{k}={a[k]!r}" for k in keys if k in a) or "nnU-Net defaults"
         L.append(f"| {r['row']} | {r['what']} | `{r['bench_trainer']}` | {r['dataset']} | {settings} |")

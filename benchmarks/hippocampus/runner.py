@@ -222,6 +222,7 @@ class Bench:
                 "run": p.row.run, "updates_3d": p.updates_3d,
                 "commands": {k: " ".join(shlex.quote(str(c)) for c in v) for k, v in cmds.items()},
                 "same_as": p.same_as, "estimate_s": estimate(p, self.schedule), "loadavg_start": _loadavg(),
+                "code_commit": _code_commit(),
                 "finished": datetime.datetime.now().isoformat(timespec="seconds")}
 
     def save_record(self, p: PlannedRow, record: dict) -> None:
@@ -411,6 +412,15 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _code_commit() -> Optional[str]:
+    """The git commit of the benchmark's code (a snapshot worktree), so that each row names what it ran."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def _loadavg():

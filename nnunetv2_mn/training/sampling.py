@@ -23,6 +23,8 @@ import numpy as np
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 
 ROUNDINGS = ("floor", "expected")
+#: where the b_u unlabelled samples of a step go: in place of labelled ones (the paper) or on top of them
+UNLABELED_SAMPLES = ("replace", "add")
 
 
 @dataclass(frozen=True)

@@ -412,3 +412,38 @@ def test_dice_guided_sampling_reads_each_teachers_validation_dice(make_trainer):
     state = trainer.schedule_state("3d", 2, trainer.optimizer.param_groups[0]["lr"])
     assert trainer.sampling_rule.share(state) == pytest.approx(0.5)  # (0.7 - 0.5) / (0.9 - 0.5)
     assert trainer.sampling_rule.share(trainer.schedule_state("2d", 2, 1e-3)) == 0.0  # 3D teacher below 0.5
+
+
+def test_unlabelled_samples_added_to_the_whole_labelled_batch(make_trainer):
+    """unlabeled_samples='add': each student keeps nnU-Net's whole labelled batch (b_l = B) and learns from the
+    b_u unlabelled samples on top of it; 'replace' (the paper) trains on B - b_u labelled samples."""
+    from nnunetv2_mn.trainers import nnUNetTrainerMN_debugPair
+
+    class _Add(nnUNetTrainerMN_debugPair):
+        unlabeled_samples = "add"
+
+    for cls, b_l in ((_Add, 2), (nnUNetTrainerMN_debugPair, 1)):
+        trainer = make_trainer(cls)
+        trainer.on_train_start()
+        try:
+            trainer.current_epoch = trainer.unlabeled_start_epoch
+            trainer.on_train_epoch_start()
+            _fixed_unlabeled_share(trainer, 0.5)
+            trainer.sampling_rule.rounding = "floor"  # b_u = 1 of B = 2 in every step
+            calls = []
+            for name in ("train_3d_student", "train_2d_student"):
+                method = getattr(trainer, name)
+                setattr(trainer, name, lambda *a, _m=method: calls.append((a[0].shape[0], a[2].shape[0])) or _m(*a))
+            out = trainer.train_step(next(trainer.dataloader_train))
+            assert calls == [(b_l, 1), (b_l, 1)] and out["b_l"] == b_l and out["b_u"] == 1
+            assert np.isfinite(out["loss_u_3d"]) and np.isfinite(out["loss_l_3d"])
+        finally:
+            trainer.on_train_end()
+
+
+def test_unknown_unlabelled_samples_setting_is_refused(make_trainer):
+    class _Bad(nnUNetTrainerMN_debug):
+        unlabeled_samples = "append"
+
+    with pytest.raises(ValueError, match="unlabeled_samples"):
+        make_trainer(_Bad)

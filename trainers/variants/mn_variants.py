@@ -45,6 +45,12 @@ class nnUNetTrainerMN_AlternateIterations(nnUNetTrainerMN):
     stage2_students = "iterations"
 
 
+class nnUNetTrainerMN_AddUnlabeled(nnUNetTrainerMN):
+    """nnU-Net's whole labelled batch in every step (b_l = B) and the b_u unlabelled samples on top of it, instead of
+    in place of labelled ones (B + b_u samples per step)."""
+    unlabeled_samples = "add"
+
+
 class nnUNetTrainerMN_FloorSampling(nnUNetTrainerMN):
     """Eq. (10) as printed: b_u = floor(share * B) (at B = 2, b_u = 0 for the first ~half of training)."""
     sampling_rounding = "floor"
