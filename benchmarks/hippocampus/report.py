@@ -165,7 +165,8 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
         sv = r["summary_voxel"]
         L.append(f"| {r['row']} | " + " | ".join(metric_cell(sv, k, l, 2) for k in ("HD95", "ASD") for l in labels)
                  + f" | {metric_cell(sv, 'HD95', None, 2)} | {metric_cell(sv, 'ASD', None, 2)} |")
-    L += ["", "## Rows", "", "| row | what | benchmark trainer | data set | settings |", "|---|---|---|---|---|"]
+    L += ["", "## Rows", "", "Code: the commit of the snapshot install each row ran from.", "",
+          "| row | what | benchmark trainer | data set | settings | code |", "|---|---|---|---|---|---|"]
     for r in records:
         a = r.get("attributes", {})
         keys = {"mn": ("branch2d_kind", "branch2d_source", "branch2d_finetune", "stage2_students", "sampling",
@@ -176,7 +177,8 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
                                   "student_from_scratch"),
                 }.get(a.get("family"), ())
         settings = ", ".join(f"{k}={a[k]!r}" for k in keys if k in a) or "nnU-Net defaults"
-        L.append(f"| {r['row']} | {r['what']} | `{r['bench_trainer']}` | {r['dataset']} | {settings} |")
+        code = (r.get("code_commit") or "n/a")[:7]
+        L.append(f"| {r['row']} | {r['what']} | `{r['bench_trainer']}` | {r['dataset']} | {settings} | {code} |")
     L += ["", "## Wall time", "", f"![wall time per row]({time_png})", "",
           "| row | train (min) | predict (min) | evaluate (min) | total (min) | expected (min) | s/epoch | load |",
           "|---|---|---|---|---|---|---|---|"]
