@@ -33,8 +33,8 @@ from nnunetv2_mn.mn.agreement import hard_dice_agreement
 from nnunetv2_mn.mn.cotraining import CoTrainingSchedule
 from nnunetv2_mn.mn.losses import SoftDiceKLLoss, combine_labeled_unlabeled, downsample_soft_targets
 from nnunetv2_mn.mn.lr_schedules import StagedCosineLR, StagedPolyLR
-from nnunetv2_mn.mn.slicing import (check_slice_axes, check_slice_fraction, predict_slices, predict_views,
-                                    sample_slice_index, take_slices)
+from nnunetv2_mn.mn.slicing import (SlicePass, check_slice_axes, check_slice_fraction, predict_slices,
+                                    predict_views, sample_slice_index, take_slices)
 from nnunetv2_mn.models2d import build_branch2d
 from nnunetv2_mn.settings import DEFAULT_2D_MODEL, PLANS_KEY_SLICE_AXIS, resolve_2d_source
 from nnunetv2_mn.training.sampling import smoothed
@@ -72,6 +72,13 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
     #: share of each patch's slices the 2D student learns from per step (stage 1 and 2D epochs; a fresh random
     #: subset each step). 1.0 = every slice, as the paper; smaller is cheaper (docs/benchmarks/cost.md)
     student2d_slice_fraction: float = 1.0
+    # ---- how the 2D model's passes run (issue #12, docs/benchmarks/cost.md: cost only, see `slice_pass`)
+    #: the 2D teacher's passes with LoRA merged into the base weights (same pseudo-masks up to float rounding)
+    teacher_merge_lora: bool = True
+    #: the 2D model and its slices in channels-last memory format (faster convolutions; set in `initialize`)
+    channels_last_2d: bool = True
+    #: bf16 autocast of the 2D model, CPU training only (changes the numerics: opt-in; on a GPU a ValueError)
+    cpu_bf16_2d: bool = False
     # ---- schedule (Sec. 2.2, 3.1: 500 of 4000 epochs labelled-only); see nnunetv2_mn.mn.cotraining
     stage1_fraction: float = 0.125
     #: stage 2: 'pair' = both students learn in every iteration (the 3D network gets nnU-Net's update budget),
@@ -111,6 +118,7 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        self.check_pass_settings(torch.device(device))  # before anything else: nothing to set up on a wrong device
         super().__init__(plans, configuration, fold, dataset_json, device)
         if self.optimizers not in ("nnunet", "paper"):
             raise ValueError(f"optimizers must be 'nnunet' or 'paper', not {self.optimizers!r}")
@@ -142,6 +150,22 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
     def unlabeled_start_epoch(self) -> int:
         return self.cotraining.stage2_start
 
+    def check_pass_settings(self, device: torch.device) -> None:
+        """`cpu_bf16_2d` is for CPU training only: on a GPU nnU-Net's fp16 autocast already runs the 2D model in half
+        precision and a CPU bf16 setting would silently do nothing, so it is an error there."""
+        if self.cpu_bf16_2d and device.type != "cpu":
+            raise ValueError(f"{self.__class__.__name__}: cpu_bf16_2d = True runs the 2D model under bf16 autocast on "
+                             f"the CPU only; on device '{device.type}' nnU-Net's autocast already covers it. Train "
+                             f"with -device cpu, or use a trainer with cpu_bf16_2d = False (e.g. nnUNetTrainerMN).")
+
+    def slice_pass(self, teacher: bool) -> SlicePass:
+        """How a pass of the 2D model runs (`SlicePass`), from `teacher_merge_lora`, `channels_last_2d` and
+        `cpu_bf16_2d`. LoRA is merged only for a teacher's pass (f in eval mode, no gradients) and only where f has
+        adapters; a student's pass always runs through the unmerged adapters, which is what it learns."""
+        has_lora = bool(getattr(unwrap(self.branch2d), "lora_targets", None))
+        return SlicePass(merge_lora=teacher and self.teacher_merge_lora and has_lora,
+                         channels_last=self.channels_last_2d, cpu_bf16=self.cpu_bf16_2d)
+
     def branch2d_source_and_origin(self) -> Tuple[Optional[str], str]:
         """Where the 2D model's weights come from (`nnunetv2_mn.settings.resolve_2d_source`: environment, plans key
         of this configuration, then `branch2d_source`)."""
@@ -172,6 +196,13 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
                                       "training; use a dataset.json without 'regions_class_order'.")
         super().initialize()
         self.branch2d = self.build_branch2d().to(self.device)
+        if self.channels_last_2d:  # before DDP wraps it; the slices follow in `forward_2d` (SlicePass)
+            self.branch2d = self.branch2d.to(memory_format=torch.channels_last)
+        teacher = self.slice_pass(teacher=True)
+        levers = [what for on, what in ((teacher.merge_lora, "the teacher's LoRA merged"),
+                                        (teacher.channels_last, "channels-last"),
+                                        (teacher.cpu_bf16, "bf16 autocast (CPU)")) if on]
+        self.print_to_log_file(f"M&N 2D model's passes: {', '.join(levers) or 'plain fp32'}")
         if self.is_ddp:
             self.branch2d = DDP(self.branch2d, device_ids=[self.local_rank])
         self.optimizer_2d, self.lr_scheduler_2d = self.configure_optimizers_2d()
@@ -277,11 +308,13 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
     def forward_2d(self, x: torch.Tensor, teacher: bool = False, axis: Optional[int] = None) -> torch.Tensor:
         """Logits of f on every slice of a 3D batch along `axis`, stacked back to (B, K, X, Y, Z) (Eq. 2 / 8).
         Without `axis`, f's prediction over `slice_axes`: one view's logits, or for several views the log of their
-        fused probabilities (`predict_views`), so that a softmax gives the multi-view pseudo-mask P."""
+        fused probabilities (`predict_views`), so that a softmax gives the multi-view pseudo-mask P. A teacher's pass
+        (`teacher=True`) runs in chunks of `teacher_slice_chunk` slices; both run as `slice_pass` says."""
         chunk = self.teacher_slice_chunk if teacher else 0
+        settings = self.slice_pass(teacher)
         if axis is not None or len(self.slice_axes) == 1:
-            return predict_slices(self.branch2d, x, self.slice_axes[0] if axis is None else axis, chunk)
-        fused = predict_views(self.branch2d, x, self.slice_axes, chunk)[0]
+            return predict_slices(self.branch2d, x, self.slice_axes[0] if axis is None else axis, chunk, settings)
+        fused = predict_views(self.branch2d, x, self.slice_axes, chunk, settings=settings)[0]
         return torch.log(fused.clamp_min(torch.finfo(fused.dtype).tiny))
 
     def student_slices(self, x: torch.Tensor, axis: int = 0) -> Optional[torch.Tensor]:
@@ -436,6 +469,9 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
     # ------------------------------------------------------------------ checkpoints
     def extra_checkpoint_state(self) -> dict:
         branch = unwrap(self.branch2d)
+        if any(layer.merged for layer in branch.lora_layers()):  # only inside a teacher's pass (`teacher_mode`)
+            raise RuntimeError("A checkpoint cannot be written while the 2D model's LoRA adapters are merged into "
+                               "its base weights (inside a teacher's pass): it would store the merged weights.")
         # a randomly initialised frozen base cannot be rebuilt from anywhere: then store the whole model
         full = not branch.pretrained
         return {**super().extra_checkpoint_state(),

@@ -107,3 +107,11 @@ class nnUNetTrainerMN_EffNetLite0Scratch(nnUNetTrainerMN_EffNetLite0):
 # ---- Sec. 3.1: half of the unlabelled crops centred on the 3D model's pseudo-foreground
 class nnUNetTrainerMN_PseudoFgCrops(nnUNetTrainerMN):
     unlabeled_foreground_bias = 0.5
+
+
+# ---- issue #12: the cheap settings on CPU: bf16 autocast of the 2D model on top of the defaults (merged-LoRA teacher,
+#      channels-last); it changes the 2D model's numerics, hence a variant (docs/benchmarks/cost.md)
+class nnUNetTrainerMN_CPUbf16(nnUNetTrainerMN):
+    """The 2D model's passes (teacher and student) under bf16 autocast when training on the CPU; CPU only (on a GPU
+    nnU-Net's fp16 autocast already applies: a ValueError)."""
+    cpu_bf16_2d = True
