@@ -22,6 +22,7 @@ CPU an LA-sized step takes minutes).
 
     python benchmarks/step_cost.py -d 504 -c 3d_fullres --device cuda --out docs/benchmarks/cost_h100.json
     python benchmarks/step_cost.py --plans la --kinds nnunet stage1 --steps 2 --warmup 1 --out /tmp/la.json
+    python benchmarks/step_cost.py --plans hippocampus --trainer-defaults --ab --out /tmp/defaults.json  # shipped vs off
 """
 import argparse
 import json
@@ -201,6 +202,9 @@ def make_parser() -> argparse.ArgumentParser:
                         help="the 2D model and its slices in channels-last memory format (teacher and student)")
     levers.add_argument("--cpu-bf16", action="store_true",
                         help="the 2D model under bf16 autocast on CPU (teacher and student; changes numerics)")
+    levers.add_argument("--trainer-defaults", action="store_true",
+                        help="also the levers nnUNetTrainerMN switches on by default (its teacher_merge_lora, "
+                             "channels_last_2d, cpu_bf16_2d); with --ab: the trainer as shipped vs all levers off")
     levers.add_argument("--ab", action="store_true",
                         help="also time every M&N kind without the levers, in the same process and in turns "
                              f"(keys '<kind>{PLAIN}'): the levers' effect free of the machine's drift")
@@ -213,24 +217,38 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: the trainer's lever attributes (nnUNetTrainerMN) and the command-line flags (argparse dests) that set them
+TRAINER_LEVERS = {"teacher_merge_lora": "teacher_merge_lora", "channels_last_2d": "channels_last",
+                  "cpu_bf16_2d": "cpu_bf16"}
+
+
+def use_trainer_defaults(a) -> None:
+    """--trainer-defaults: switch on, in `a`, every lever that nnUNetTrainerMN's class attributes switch on."""
+    if getattr(a, "trainer_defaults", False):
+        from nnunetv2_mn.trainers.mn import nnUNetTrainerMN
+
+        for attr, dest in TRAINER_LEVERS.items():
+            setattr(a, dest, getattr(a, dest) or bool(getattr(nnUNetTrainerMN, attr)))
+
+
 def levers(a) -> dict:
-    """The cost levers the command line `a` switches on (all off: the trainer as it is)."""
+    """The cost levers the command line `a` switches on; every other one is off (all off: plain passes of the 2D
+    model, the trainer before issue #12's levers)."""
     return {"teacher_merge_lora": a.teacher_merge_lora, "teacher_inference_mode": a.teacher_inference_mode,
             "teacher_slice_chunk": a.teacher_chunk, "channels_last_2d": a.channels_last, "cpu_bf16_2d": a.cpu_bf16}
 
 
 def mn_cost_class(a):
     """nnUNetTrainerMN with the 2D model and settings of the command line `a` (no download: random SegFormer-B2
-    weights from its config, or the offline EfficientNet-Lite0 U-Net). The cost levers are applied the way
-    docs/benchmarks/cost.md recommends for the trainer: `forward_2d` passes a `SlicePass` to the slicing functions,
-    `initialize` puts the 2D model in channels-last format."""
-    from nnunetv2_mn.mn.slicing import SlicePass, predict_slices, predict_views
+    weights from its config, or the offline EfficientNet-Lite0 U-Net). The cost levers are the trainer's own settings
+    (`teacher_merge_lora`, `channels_last_2d`, `cpu_bf16_2d`, used by its `slice_pass` and `initialize`), set from the
+    flags: a lever not named is off. The teacher's inference mode, not a trainer setting, is added to its `slice_pass`
+    here."""
+    import dataclasses
+
     from nnunetv2_mn.trainers.mn import nnUNetTrainerMN
 
     on = levers(a)
-    teacher_pass = SlicePass(merge_lora=on["teacher_merge_lora"], inference_mode=on["teacher_inference_mode"],
-                             channels_last=on["channels_last_2d"], cpu_bf16=on["cpu_bf16_2d"])
-    student_pass = SlicePass(channels_last=on["channels_last_2d"], cpu_bf16=on["cpu_bf16_2d"])
 
     class MNCost(nnUNetTrainerMN):
         branch2d_kind = "segformer" if a.model == "segformer-b2" else "effnet_lite0"
@@ -240,28 +258,25 @@ def mn_cost_class(a):
         student2d_slice_fraction = a.slice_fraction
         slice_axes = None if a.slice_axes is None else tuple(a.slice_axes)
         teacher_slice_chunk = nnUNetTrainerMN.teacher_slice_chunk if a.teacher_chunk is None else a.teacher_chunk
+        teacher_merge_lora = on["teacher_merge_lora"]
+        channels_last_2d = on["channels_last_2d"]
+        cpu_bf16_2d = on["cpu_bf16_2d"]
+        teacher_inference_mode = on["teacher_inference_mode"]
         levers_on = True
 
-        def initialize(self):
-            super().initialize()
-            if on["channels_last_2d"]:
-                self.branch2d.to(memory_format=torch.channels_last)
+        def slice_pass(self, teacher):
+            settings = super().slice_pass(teacher)
+            return dataclasses.replace(settings, inference_mode=teacher and self.teacher_inference_mode)
 
         def set_levers(self, active: bool):
             """Switch the levers on or off (--ab; the 2D model's memory format converted untimed)."""
-            if active != self.levers_on and on["channels_last_2d"]:
+            if active == self.levers_on:
+                return
+            if on["channels_last_2d"]:
                 self.branch2d.to(memory_format=torch.channels_last if active else torch.contiguous_format)
+            for attr in (*TRAINER_LEVERS, "teacher_inference_mode"):
+                setattr(self, attr, on[attr] and active)
             self.levers_on = active
-
-        def forward_2d(self, x, teacher=False, axis=None):  # nnUNetTrainerMN.forward_2d with the pass settings
-            if not self.levers_on:
-                return super().forward_2d(x, teacher, axis)
-            chunk = self.teacher_slice_chunk if teacher else 0
-            settings = teacher_pass if teacher else student_pass
-            if axis is not None or len(self.slice_axes) == 1:
-                return predict_slices(self.branch2d, x, self.slice_axes[0] if axis is None else axis, chunk, settings)
-            fused = predict_views(self.branch2d, x, self.slice_axes, chunk, settings=settings)[0]
-            return torch.log(fused.clamp_min(torch.finfo(fused.dtype).tiny))
 
     return MNCost
 
@@ -323,7 +338,11 @@ def main():
         return
     p = make_parser()
     a = p.parse_args()
+    use_trainer_defaults(a)
     device = torch.device(a.device)
+    if a.cpu_bf16 and device.type != "cpu":
+        p.error("--cpu-bf16 is bf16 autocast of the 2D model on the CPU (nnUNetTrainerMN.cpu_bf16_2d, CPU only); on "
+                "CUDA nnU-Net's autocast covers the 2D model already")
     if a.memory and (device.type != "cpu" or not os.path.exists("/proc/self/clear_refs")):
         p.error("--memory measures CPU resident memory through Linux /proc; on CUDA the peak GPU memory of "
                 "every step kind is recorded anyway")
