@@ -5,9 +5,6 @@ training step on the synthetic plans; the checkpoint's `network_weights` load in
 workflow: nnUNetv2_train (killed after its first checkpoint), --c, nnUNetv2_predict.
 """
 import math
-import subprocess
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,11 +60,8 @@ def test_network_builder_is_nnunets():
 
 
 @pytest.fixture
-def dtc(make_trainer):
-    trainer = make_trainer(nnUNetTrainerDTC_debug)
-    trainer.initialize()
-    trainer.b_u = 1
-    return trainer
+def dtc(make_stepping_trainer):
+    return make_stepping_trainer(nnUNetTrainerDTC_debug)
 
 
 def test_step_trains_network_and_level_set_head(dtc):
@@ -111,50 +105,16 @@ def test_checkpoint_network_weights_are_the_plain_nnunet_network(dtc, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- stock workflow
-def _output_folder(ws):
-    dataset = next(Path(ws["results"]).glob(f"Dataset{ws['dataset_id']}_*"))
-    return dataset / f"{TRAINER}__nnUNetPlans__3d_fullres" / "fold_all"
-
-
-def _train_until_first_checkpoint_then_kill(ws, console):
-    args = ["nnUNetv2_train", ws["dataset_id"], "3d_fullres", "all", "-tr", TRAINER, "-device", "cpu"]
-    proc = subprocess.Popen(args, env=ws["env"], stdout=console.open("w"), stderr=subprocess.STDOUT)
-    latest, deadline = None, time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        pattern = f"Dataset{ws['dataset_id']}_*/{TRAINER}__*/fold_all/checkpoint_latest.pth"
-        candidates = list(Path(ws["results"]).glob(pattern))
-        if candidates:
-            latest = candidates[0]
-            break
-        time.sleep(0.2)
-    proc.kill()
-    proc.wait()
-    assert latest is not None, f"no checkpoint_latest.pth before the end:\n{console.read_text()[-3000:]}"
-    return latest
-
-
 @pytest.mark.slow
-def test_dtc_train_kill_resume_predict(planned_synthetic, tmp_path, cli):
-    ws = planned_synthetic
-    latest = _train_until_first_checkpoint_then_kill(ws, tmp_path / "train_console.txt")
-    ckpt = torch.load(latest, map_location="cpu", weights_only=False)
-    assert ckpt["trainer_name"] == TRAINER and "dtc_sdf_head_weights" in ckpt and ckpt["current_epoch"] < 4
-
-    cli(["nnUNetv2_train", ws["dataset_id"], "3d_fullres", "all", "-tr", TRAINER, "-device", "cpu", "--c"], ws["env"])
-    out = _output_folder(ws)
-    final = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert final["current_epoch"] == 4
+def test_dtc_train_kill_resume_predict(planned_synthetic, tmp_path, stock_workflow):
+    wf = stock_workflow(planned_synthetic, TRAINER)
+    _, final = wf.kill_and_resume(tmp_path / "train_console.txt", "dtc_sdf_head_weights")
     log = final["logging"]
     assert len(log["loss_sdf"]) == 4 and all(np.isfinite(log["loss_sdf"])) and all(np.isfinite(log["loss_dtc"]))
     w = log["dtc_weight"]
     assert w == sorted(w) and w[0] == pytest.approx(math.exp(-5))
-    assert (out / "progress.png").is_file()
+    assert (wf.output_folder / "progress.png").is_file()
 
-    pred = tmp_path / "pred"
-    cli(["nnUNetv2_predict", "-i", str(ws["raw"] / "imagesTs"), "-o", str(pred), "-d", ws["dataset_id"],
-         "-c", "3d_fullres", "-tr", TRAINER, "-f", "all", "-device", "cpu", "--disable_tta", "-npp", "1",
-         "-nps", "1"], ws["env"])
-    from nnunetv2_mn.evaluation.evaluate import evaluate_folder
-    summary = evaluate_folder(str(ws["raw"] / "labelsTs"), str(pred), str(ws["raw"] / "dataset.json"))
+    summary = wf.evaluate(wf.predict(tmp_path / "pred"))
     assert len(summary["metric_per_case"]) == 2
     assert summary["mean"]["1"]["Dice"] > 0.1

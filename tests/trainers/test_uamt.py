@@ -4,9 +4,6 @@ Unit tests of the entropy, threshold and masked consistency against hand-compute
 the synthetic plans, and the stock workflow: nnUNetv2_train (killed after its first checkpoint), --c, predict.
 """
 import math
-import subprocess
-import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -45,11 +42,8 @@ def test_masked_consistency_is_the_mean_over_kept_voxels_and_classes():
 
 
 @pytest.fixture
-def uamt(make_trainer):
-    trainer = make_trainer(nnUNetTrainerUAMT_debug)
-    trainer.initialize()
-    trainer.b_u = 1
-    return trainer
+def uamt(make_stepping_trainer):
+    return make_stepping_trainer(nnUNetTrainerUAMT_debug)
 
 
 def _batch(trainer):
@@ -115,50 +109,17 @@ def test_ramps_follow_the_run(uamt):
 
 
 # ---------------------------------------------------------------------------------------- stock workflow
-def _output_folder(ws):
-    dataset = next(Path(ws["results"]).glob(f"Dataset{ws['dataset_id']}_*"))
-    return dataset / f"{TRAINER}__nnUNetPlans__3d_fullres" / "fold_all"
-
-
-def _train_until_first_checkpoint_then_kill(ws, console):
-    args = ["nnUNetv2_train", ws["dataset_id"], "3d_fullres", "all", "-tr", TRAINER, "-device", "cpu"]
-    proc = subprocess.Popen(args, env=ws["env"], stdout=console.open("w"), stderr=subprocess.STDOUT)
-    latest, deadline = None, time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        pattern = f"Dataset{ws['dataset_id']}_*/{TRAINER}__*/fold_all/checkpoint_latest.pth"
-        candidates = list(Path(ws["results"]).glob(pattern))
-        if candidates:
-            latest = candidates[0]
-            break
-        time.sleep(0.2)
-    proc.kill()
-    proc.wait()
-    assert latest is not None, f"no checkpoint_latest.pth before the end:\n{console.read_text()[-3000:]}"
-    return latest
-
-
 @pytest.mark.slow
-def test_uamt_train_kill_resume_predict(planned_synthetic, tmp_path, cli):
-    ws = planned_synthetic
-    latest = _train_until_first_checkpoint_then_kill(ws, tmp_path / "train_console.txt")
-    ckpt = torch.load(latest, map_location="cpu", weights_only=False)
-    assert ckpt["trainer_name"] == TRAINER and "mt_teacher_weights" in ckpt and ckpt["current_epoch"] < 4
-
-    cli(["nnUNetv2_train", ws["dataset_id"], "3d_fullres", "all", "-tr", TRAINER, "-device", "cpu", "--c"], ws["env"])
-    out = _output_folder(ws)
-    final = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert final["current_epoch"] == 4 and final["mt_ema_step"] == 4 * 3
+def test_uamt_train_kill_resume_predict(planned_synthetic, tmp_path, stock_workflow):
+    wf = stock_workflow(planned_synthetic, TRAINER)
+    _, final = wf.kill_and_resume(tmp_path / "train_console.txt", "mt_teacher_weights")
+    assert final["mt_ema_step"] == 4 * 3
     log = final["logging"]
     assert len(log["mask_share"]) == 4 and all(0.0 <= m <= 1.0 for m in log["mask_share"])
     # the threshold rose over the run and stayed within [0.75, 1] ln C (3 classes)
     thr = log["uncertainty_threshold"]
     assert thr == sorted(thr) and 0.75 * math.log(3) <= thr[0] < thr[-1] <= math.log(3)
 
-    pred = tmp_path / "pred"
-    cli(["nnUNetv2_predict", "-i", str(ws["raw"] / "imagesTs"), "-o", str(pred), "-d", ws["dataset_id"],
-         "-c", "3d_fullres", "-tr", TRAINER, "-f", "all", "-device", "cpu", "--disable_tta", "-npp", "1",
-         "-nps", "1"], ws["env"])
-    from nnunetv2_mn.evaluation.evaluate import evaluate_folder
-    summary = evaluate_folder(str(ws["raw"] / "labelsTs"), str(pred), str(ws["raw"] / "dataset.json"))
+    summary = wf.evaluate(wf.predict(tmp_path / "pred"))
     assert len(summary["metric_per_case"]) == 2
     assert summary["mean"]["1"]["Dice"] > 0.1
