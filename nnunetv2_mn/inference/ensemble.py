@@ -16,6 +16,9 @@ extended: with weight w > 0 the case's 3D probabilities softmax(z_3D) are mixed 
 P_2D the mean over folds of f's prediction on every slice of the preprocessed volume along each saved axis (Eq. 2,
 views fused as in training: mean of softmaxes), and log P is returned as the logits (nnU-Net's softmax of it is P).
 w = 0 returns nnU-Net's logits untouched: the files are those of `nnUNetv2_predict`.
+
+Each piece is a module function that the uncertainty command (`nnunetv2_mn.inference.uncertainty`, its 2D/3D
+disagreement map) shares: `resolve_folds`, `missing_model2d_files`, `load_models2d`, `predict_2d_probabilities`.
 """
 import json
 import os
@@ -73,6 +76,55 @@ def load_model2d(folder: str, device: torch.device = torch.device("cpu")) -> Tup
     return branch.to(device).eval(), info
 
 
+def resolve_folds(model_training_output_dir: str, use_folds: Optional[Sequence],
+                  checkpoint_name: str = "checkpoint_final.pth") -> list:
+    """The folds nnU-Net's predictor will use, as a list (None: those with `checkpoint_name`, nnU-Net's rule)."""
+    if use_folds is None:
+        use_folds = nnUNetPredictor.auto_detect_available_folds(model_training_output_dir, checkpoint_name)
+    return [use_folds] if isinstance(use_folds, str) else list(use_folds)
+
+
+def model2d_folder(model_training_output_dir: str, fold) -> str:
+    """`fold_<fold>/model2d` of a trained model folder (the fold as nnU-Net names it: 0..4 or 'all')."""
+    return os.path.join(model_training_output_dir, f"fold_{fold}", MODEL2D_FOLDER)
+
+
+def missing_model2d_files(model_training_output_dir: str, folds: Sequence) -> List[str]:
+    """The files of the kept 2D models (`model2d.json`, `weights.pth` of each fold) that are not there; empty when
+    every fold kept its 2D model."""
+    return [path for f in folds for path in (os.path.join(model2d_folder(model_training_output_dir, f), name)
+                                             for name in (INFO_FILE, WEIGHTS_FILE)) if not os.path.isfile(path)]
+
+
+def load_models2d(model_training_output_dir: str, folds: Sequence, label_manager) -> List[Tuple[nn.Module, dict]]:
+    """The kept 2D model of each fold (`load_model2d`), checked against the 3D network's label manager (softmax
+    outputs, same number of classes)."""
+    if label_manager.has_regions:
+        raise ValueError("the 2D model's probabilities are softmax probabilities; this model was trained on regions.")
+    models2d = [load_model2d(model2d_folder(model_training_output_dir, f)) for f in folds]
+    for _, info in models2d:
+        if info["num_classes"] != label_manager.num_segmentation_heads:
+            raise ValueError(f"the 2D model predicts {info['num_classes']} classes, the 3D network "
+                             f"{label_manager.num_segmentation_heads}")
+    return models2d
+
+
+@torch.no_grad()
+def predict_2d_probabilities(models2d: Sequence[Tuple[nn.Module, dict]], data: torch.Tensor, patch_size: Sequence[int],
+                             device: torch.device, slice_chunk: int = 64) -> torch.Tensor:
+    """P_2D of a preprocessed case (C, X, Y, Z), on the CPU in float32: every slice along each saved axis, views
+    fused, folds averaged; the volume padded to at least `patch_size` as nnU-Net's sliding window does (no
+    mirroring), the padding removed again."""
+    padded, revert = pad_nd_image(data, patch_size, "constant", {"value": 0}, True, None)
+    x = padded[None].to(device, non_blocking=True)
+    total = None
+    for model, info in models2d:
+        with torch.autocast(device.type) if device.type == "cuda" else nullcontext():
+            p = predict_views(model.to(device), x, info["slice_axes"], slice_chunk)[0][0].float().cpu()
+        total = p if total is None else total + p
+    return (total / len(models2d))[(slice(None), *revert[1:])]
+
+
 def check_weight_2d(weight: float) -> float:
     if not 0 <= weight <= 1:
         raise ValueError(f"the 2D model's weight must be in [0, 1], got {weight}")
@@ -92,33 +144,15 @@ class nnUNetPredictor2D3D(nnUNetPredictor):
     def initialize_from_trained_model_folder(self, model_training_output_dir: str,
                                              use_folds: Optional[Sequence] = None,
                                              checkpoint_name: str = "checkpoint_final.pth"):
-        if use_folds is None:
-            use_folds = nnUNetPredictor.auto_detect_available_folds(model_training_output_dir, checkpoint_name)
-        use_folds = [use_folds] if isinstance(use_folds, str) else list(use_folds)
+        use_folds = resolve_folds(model_training_output_dir, use_folds, checkpoint_name)
         super().initialize_from_trained_model_folder(model_training_output_dir, use_folds, checkpoint_name)
-        if self.weight_2d == 0:
-            return
-        if self.label_manager.has_regions:
-            raise ValueError("2D+3D ensembling mixes softmax probabilities; this model was trained on regions.")
-        self.models2d = [load_model2d(os.path.join(model_training_output_dir, f"fold_{f}", MODEL2D_FOLDER))
-                         for f in use_folds]
-        for _, info in self.models2d:
-            if info["num_classes"] != self.label_manager.num_segmentation_heads:
-                raise ValueError(f"the 2D model predicts {info['num_classes']} classes, the 3D network "
-                                 f"{self.label_manager.num_segmentation_heads}")
+        if self.weight_2d > 0:
+            self.models2d = load_models2d(model_training_output_dir, use_folds, self.label_manager)
 
-    @torch.no_grad()
     def predict_2d_probabilities(self, data: torch.Tensor) -> torch.Tensor:
-        """P_2D of a preprocessed case (C, X, Y, Z): every slice along each saved axis, views fused, folds averaged;
-        the volume padded to at least the patch size as nnU-Net's sliding window does (no mirroring)."""
-        padded, revert = pad_nd_image(data, self.configuration_manager.patch_size, "constant", {"value": 0}, True, None)
-        x = padded[None].to(self.device, non_blocking=True)
-        total = None
-        for model, info in self.models2d:
-            with torch.autocast(self.device.type) if self.device.type == "cuda" else nullcontext():
-                p = predict_views(model.to(self.device), x, info["slice_axes"], self.slice_chunk)[0][0].float().cpu()
-            total = p if total is None else total + p
-        return (total / len(self.models2d))[(slice(None), *revert[1:])]
+        """P_2D of a preprocessed case (module function `predict_2d_probabilities`)."""
+        return predict_2d_probabilities(self.models2d, data, self.configuration_manager.patch_size, self.device,
+                                        self.slice_chunk)
 
     def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
         logits = super().predict_logits_from_preprocessed_data(data)

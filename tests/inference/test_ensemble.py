@@ -15,7 +15,6 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2_mn.inference.ensemble import MODEL2D_FOLDER, load_model2d, nnUNetPredictor2D3D
 from nnunetv2_mn.mn.slicing import predict_views
 
-TRAINER = "nnUNetTrainerMN_debug"
 pytestmark = pytest.mark.slow
 
 
@@ -27,17 +26,15 @@ def _files(folder: Path) -> dict:
     return {**files, "args": args}
 
 
-def test_kept_2d_model_and_ensemble_prediction(synthetic_own_results, tmp_path, cli):
-    ws = synthetic_own_results
-    cli(["nnUNetv2_train", ws["dataset_id"], "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu"], ws["env"])
-    model_dir = next(Path(ws["results"]).glob(f"Dataset{ws['dataset_id']}_*")) / f"{TRAINER}__nnUNetPlans__3d_fullres"
+def test_kept_2d_model_and_ensemble_prediction(trained_mn, tmp_path, cli):
+    ws, model_dir = trained_mn, trained_mn["model_dir"]  # nnUNetv2_train -tr nnUNetTrainerMN_debug, fold 0
     kept = model_dir / "fold_0" / MODEL2D_FOLDER
     info = json.loads((kept / "model2d.json").read_text())
     assert (info["kind"], info["finetune"], info["slice_axes"], info["num_classes"]) == ("segformer", "lora", [0], 3)
     assert info["config"]["model_type"] == "segformer" and (kept / "weights.pth").is_file()
 
-    common = ["-i", str(ws["raw"] / "imagesTs"), "-d", ws["dataset_id"], "-c", "3d_fullres", "-tr", TRAINER, "-f", "0",
-              "-device", "cpu", "-npp", "1", "-nps", "1"]
+    common = ["-i", str(ws["raw"] / "imagesTs"), "-d", ws["dataset_id"], "-c", "3d_fullres", "-tr", ws["trainer"],
+              "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"]
     stock, w0, w5 = tmp_path / "stock", tmp_path / "w0", tmp_path / "w05"
     cli(["nnUNetv2_predict", "-o", str(stock), *common], ws["env"])
     cli(["nnUNetv2_mn_predict_ensemble", "-o", str(w0), "--weight_2d", "0", *common], ws["env"])
