@@ -15,14 +15,6 @@ class _MNLRG(nnUNetTrainerMN_debug):
     sampling_rounding = "floor"
 
 
-def _batch(trainer, b_l, b_u):
-    ps = trainer.configuration_manager.patch_size
-    x = torch.randn(b_l + b_u, 1, *ps)
-    outs = trainer.network(x[:1])
-    target = [torch.randint(0, 3, (b_l, 1, *o.shape[2:])).float() for o in outs]
-    return x[:b_l], target, x[b_l:] if b_u else None
-
-
 def _params(module):
     return [p.detach().clone() for p in module.parameters() if p.requires_grad]
 
@@ -38,10 +30,10 @@ def _step(trainer, phase, data_l, target_l, data_u):
     return getattr(trainer, f"train_{phase}_student")(data_l, target_l, data_u)
 
 
-def test_each_phase_trains_only_its_student(make_trainer):
+def test_each_phase_trains_only_its_student(make_trainer, random_batch):
     trainer = make_trainer(nnUNetTrainerMN_debug)
     trainer.initialize()
-    data_l, target_l, data_u = _batch(trainer, 1, 1)
+    data_l, target_l, data_u = random_batch(trainer, 1, 1)
     for phase, trains_3d, trains_2d in (("both", True, True), ("3d", True, False), ("2d", False, True)):
         p3, p2 = _params(trainer.network), _params(trainer.branch2d)
         out = _step(trainer, phase, data_l, target_l, None if phase == "both" else data_u)
@@ -59,12 +51,12 @@ class _QuarterSlices(nnUNetTrainerMN_debug):
     student2d_slice_fraction = 0.25
 
 
-def test_2d_student_learns_from_a_subset_of_slices(make_trainer):
+def test_2d_student_learns_from_a_subset_of_slices(make_trainer, random_batch):
     """student2d_slice_fraction: the 2D model sees round(f * S) slices per patch when it learns (stage 1, 2D
     epochs), inputs and targets at the same positions; the 3D teacher still sees the whole patch."""
     trainer = make_trainer(_QuarterSlices)
     trainer.initialize()
-    data_l, target_l, data_u = _batch(trainer, 1, 1)
+    data_l, target_l, data_u = random_batch(trainer, 1, 1)
     n_slices = data_l.shape[2 + trainer.slice_axis]
     k = max(1, round(0.25 * n_slices))
     seen_2d, seen_3d, seen_targets = [], [], []
@@ -181,11 +173,11 @@ def test_the_paper_and_per_iteration_alternation(make_trainer):
             trainer.on_train_end()
 
 
-def test_checkpoint_roundtrip_and_stock_predictor_weights(make_trainer, tmp_path):
+def test_checkpoint_roundtrip_and_stock_predictor_weights(make_trainer, tmp_path, random_batch):
     trainer = make_trainer(nnUNetTrainerMN_debug)
     trainer.initialize()
     trainer.phase = "2d"
-    data_l, target_l, data_u = _batch(trainer, 1, 1)
+    data_l, target_l, data_u = random_batch(trainer, 1, 1)
     trainer.train_2d_student(data_l, target_l, data_u)  # moves the 2D model and its AdamW state
     trainer.current_epoch = 2
     trainer._best_ema = 0.5
@@ -241,7 +233,8 @@ def test_pretrained_2d_model_missing_offline_stops_before_training(make_trainer,
         trainer.initialize()
 
 
-def test_pretrained_base_is_not_stored_and_comes_back_from_its_source(make_trainer, tmp_path, monkeypatch):
+def test_pretrained_base_is_not_stored_and_comes_back_from_its_source(make_trainer, tmp_path, monkeypatch,
+                                                                     random_batch):
     """LoRA on a pretrained model (a tiny SegFormer saved with save_pretrained, loaded through the real
     from_pretrained path): the checkpoint holds the trainable weights only, and a new trainer that loads the
     base from the same source and the checkpoint on top reproduces the model exactly."""
@@ -258,7 +251,7 @@ def test_pretrained_base_is_not_stored_and_comes_back_from_its_source(make_train
 
     trainer = make_trainer(Pretrained)
     trainer.initialize()
-    data_l, target_l, _ = _batch(trainer, 2, 0)
+    data_l, target_l, _ = random_batch(trainer, 2, 0)
     trainer.stage1_step(data_l, target_l)
     path = str(tmp_path / "ckpt.pth")
     trainer.save_checkpoint(path)

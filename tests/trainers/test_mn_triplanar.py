@@ -11,14 +11,6 @@ from nnunetv2_mn.mn.slicing import predict_slices
 from nnunetv2_mn.trainers import nnUNetTrainerMN_debug, nnUNetTrainerMN_TriPlanar_debug
 
 
-def _batch(trainer, b_l, b_u):
-    ps = trainer.configuration_manager.patch_size
-    x = torch.randn(b_l + b_u, 1, *ps)
-    outs = trainer.network(x[:1])
-    target = [torch.randint(0, 3, (b_l, 1, *o.shape[2:])).float() for o in outs]
-    return x[:b_l], target, x[b_l:] if b_u else None
-
-
 def _spy(trainer):
     """Record the axis and input of every 2D forward, and the value of every 2D loss (labelled, unlabelled)."""
     seen = {"axes": [], "inputs": [], "l": [], "u": []}
@@ -64,11 +56,11 @@ def test_teacher_pseudo_mask_is_the_mean_of_the_views(make_trainer):
         torch.testing.assert_close(single.forward_2d(x, teacher=True), predict_slices(single.branch2d, x, 0, 64))
 
 
-def test_3d_student_learns_from_the_fused_pseudo_mask(make_trainer):
+def test_3d_student_learns_from_the_fused_pseudo_mask(make_trainer, random_batch):
     trainer = make_trainer(nnUNetTrainerMN_TriPlanar_debug)
     trainer.initialize()
     seen = _spy(trainer)
-    out = trainer.train_3d_student(*_batch(trainer, 1, 1))
+    out = trainer.train_3d_student(*random_batch(trainer, 1, 1))
     assert seen["axes"] == [None] and np.isfinite(out["loss_u_3d"])  # one teacher call: all views, fused
 
 
@@ -77,12 +69,12 @@ class _QuarterTriPlanar(nnUNetTrainerMN_TriPlanar_debug):
 
 
 @pytest.mark.parametrize("phase", ["both", "2d"])
-def test_2d_student_learns_along_every_axis(make_trainer, phase):
+def test_2d_student_learns_along_every_axis(make_trainer, phase, random_batch):
     """Stage 1 and 2D-student steps: one forward per axis, on round(fraction * S_axis) slices of that axis; the
     2D loss is the mean over the views of each view's L_c (Eq. 1 / Eq. 5 with Eq. 9)."""
     trainer = make_trainer(_QuarterTriPlanar)
     trainer.initialize()
-    data_l, target_l, data_u = _batch(trainer, 1, 1)
+    data_l, target_l, data_u = random_batch(trainer, 1, 1)
     seen = _spy(trainer)
     before = [p.detach().clone() for p in trainer.branch2d.parameters() if p.requires_grad]
     if phase == "both":
@@ -107,13 +99,13 @@ def test_2d_student_learns_along_every_axis(make_trainer, phase):
     assert any(not torch.equal(a, p) for a, p in zip(before, after))
 
 
-def test_validation_uses_the_fused_prediction(make_trainer):
+def test_validation_uses_the_fused_prediction(make_trainer, random_batch):
     trainer = make_trainer(nnUNetTrainerMN_TriPlanar_debug)
     trainer.initialize()
     trainer.network.eval()
     trainer.branch2d.eval()
     seen = _spy(trainer)
-    data, target, _ = _batch(trainer, 2, 0)  # nnU-Net's targets: one per deep-supervision output
+    data, target, _ = random_batch(trainer, 2, 0)  # nnU-Net's targets: one per deep-supervision output
     result = trainer.validation_step({"data": data, "target": target})
     assert seen["axes"] == [None]  # forward_2d over all views
     with torch.no_grad():
