@@ -1,7 +1,6 @@
 """nnUNetTrainerSelfTraining through the stock console scripts: teacher epochs, pseudo-labels of the unlabelled
 cases, a freshly initialised student on labelled + pseudo-labelled cases, --c in the student's epochs, predict."""
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,11 +12,11 @@ TRAINER = "nnUNetTrainerSelfTraining_debug"
 pytestmark = pytest.mark.slow
 
 
-def test_self_training_teacher_pseudo_labels_student_resume_predict(planned_synthetic, tmp_path, cli):
+def test_self_training_teacher_pseudo_labels_student_resume_predict(planned_synthetic, tmp_path, stock_workflow):
     ws = planned_synthetic
-    train = ["nnUNetv2_train", ws["dataset_id"], "3d_fullres", "all", "-tr", TRAINER, "-device", "cpu"]
-    cli(train, ws["env"])
-    out = next(Path(ws["results"]).glob(f"Dataset{ws['dataset_id']}_*")) / f"{TRAINER}__nnUNetPlans__3d_fullres" / "fold_all"
+    wf = stock_workflow(ws, TRAINER)
+    wf.train()
+    out = wf.output_folder
     log_text = sorted(out.glob("training_log_*.txt"))[-1].read_text()
     assert "pseudo-labels of 4 unlabelled cases written" in log_text
     assert "the student starts from a fresh initialisation" in log_text
@@ -38,15 +37,12 @@ def test_self_training_teacher_pseudo_labels_student_resume_predict(planned_synt
     assert log["lrs"][2] == pytest.approx(log["lrs"][0]) and log["lrs"][1] < log["lrs"][0]
 
     # --c in the student's epochs takes the pseudo-labels back (here: from the final checkpoint, nothing left to do)
-    cli(train + ["--c"], ws["env"])
+    wf.resume()
     # without them it refuses instead of training the student on nothing
     (folder / "complete.txt").unlink()
-    proc = cli(train + ["--c"], ws["env"], check=False)
+    proc = wf.train("--c", check=False)
     assert proc.returncode != 0 and "pseudo-labels of its teacher" in proc.stdout + proc.stderr
 
-    pred = tmp_path / "pred"
-    cli(["nnUNetv2_predict", "-i", str(ws["raw"] / "imagesTs"), "-o", str(pred), "-d", ws["dataset_id"],
-         "-c", "3d_fullres", "-tr", TRAINER, "-f", "all", "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"],
-        ws["env"])
+    pred = wf.predict(tmp_path / "pred")
     assert sorted(p.name for p in pred.glob("*.nii.gz")) == sorted(p.name for p in (ws["raw"] / "labelsTs").iterdir())
     assert re.search(r"Epoch 3", log_text)
