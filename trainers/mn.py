@@ -33,8 +33,9 @@ from nnunetv2_mn.mn.agreement import hard_dice_agreement
 from nnunetv2_mn.mn.cotraining import CoTrainingSchedule
 from nnunetv2_mn.mn.losses import SoftDiceKLLoss, combine_labeled_unlabeled, downsample_soft_targets
 from nnunetv2_mn.mn.lr_schedules import StagedCosineLR, StagedPolyLR
-from nnunetv2_mn.mn.slicing import (SlicePass, check_slice_axes, check_slice_fraction, predict_slices,
-                                    predict_views, sample_slice_index, take_slices)
+from nnunetv2_mn.mn.slicing import (VIEW_WEIGHTINGS, SlicePass, check_slice_axes, check_slice_fraction,
+                                    dice_view_weights, predict_slices, predict_views, sample_slice_index, take_slices,
+                                    update_view_dice)
 from nnunetv2_mn.models2d import build_branch2d
 from nnunetv2_mn.settings import DEFAULT_2D_MODEL, PLANS_KEY_SLICE_AXIS, resolve_2d_source
 from nnunetv2_mn.training.sampling import smoothed
@@ -67,7 +68,9 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
     #: is the mean of the views' softmax probabilities, the 2D student learns along every axis (losses averaged).
     #: None = (slice_axis,), one view
     slice_axes: Optional[Tuple[int, ...]] = None
-    view_weighting: str = "mean"  # how the views' probabilities are fused: 'mean' (equal weights)
+    #: how the views' probabilities are fused into the pseudo-mask: 'mean' (equal weights) or 'val_dice' (each view
+    #: weighted by its smoothed validation pseudo Dice, measured per axis in nnU-Net's validation; equal until measured)
+    view_weighting: str = "mean"
     teacher_slice_chunk: int = 64  # slices per forward pass of the 2D teacher (bounds memory)
     #: share of each patch's slices the 2D student learns from per step (stage 1 and 2D epochs; a fresh random
     #: subset each step). 1.0 = every slice, as the paper; smaller is cheaper (docs/benchmarks/cost.md)
@@ -131,8 +134,12 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
         check_slice_fraction(self.student2d_slice_fraction, "student2d_slice_fraction")  # fail before training
         self.slice_axis = int(self.configuration_manager.configuration.get(PLANS_KEY_SLICE_AXIS, self.slice_axis))
         self.slice_axes = check_slice_axes(self.slice_axes, self.slice_axis)
-        if self.view_weighting != "mean":
-            raise ValueError(f"view_weighting must be 'mean', not {self.view_weighting!r}")
+        if self.view_weighting not in VIEW_WEIGHTINGS:
+            raise ValueError(f"view_weighting must be one of {VIEW_WEIGHTINGS} ('mean': equal weights; 'val_dice': "
+                             f"each view weighted by its smoothed validation Dice), not {self.view_weighting!r}")
+        #: smoothed validation pseudo Dice of each view (slice axis) of the 2D model; NaN until measured
+        self.view_dice = [float("nan")] * len(self.slice_axes)
+        self._view_logits = None  # collects the per-view logits of a fused pass while a validation step asks for them
         self.branch2d = self.optimizer_2d = self.lr_scheduler_2d = None
         self.grad_scaler_2d = copy.deepcopy(self.grad_scaler)  # a second, independent AMP scaler (None on CPU)
         self.phase = "both"
@@ -314,8 +321,15 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
         settings = self.slice_pass(teacher)
         if axis is not None or len(self.slice_axes) == 1:
             return predict_slices(self.branch2d, x, self.slice_axes[0] if axis is None else axis, chunk, settings)
-        fused = predict_views(self.branch2d, x, self.slice_axes, chunk, settings=settings)[0]
+        fused, views = predict_views(self.branch2d, x, self.slice_axes, chunk, self.view_fusion_weights(), settings)
+        if self._view_logits is not None:
+            self._view_logits.extend(v.detach() for v in views)
         return torch.log(fused.clamp_min(torch.finfo(fused.dtype).tiny))
+
+    def view_fusion_weights(self) -> Optional[Tuple[float, ...]]:
+        """The views' weights in the fused pseudo-mask: None (= equal) for 'mean' and until every view's validation
+        Dice has been measured; for 'val_dice' proportional to each view's smoothed validation pseudo Dice."""
+        return dice_view_weights(self.view_dice) if self.view_weighting == "val_dice" else None
 
     def student_slices(self, x: torch.Tensor, axis: int = 0) -> Optional[torch.Tensor]:
         """Slice positions along `axis` the 2D student learns from in this step (`student2d_slice_fraction`;
@@ -421,11 +435,9 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
                 "agreement": view_mean([hard_dice_agreement(*v[3]) for v in views]) if b_u else np.nan}
 
     # ------------------------------------------------------------------ validation: 3D (nnU-Net) and 2D pseudo Dice
-    def validation_step(self, batch: dict) -> dict:
-        data = batch["data"].to(self.device, non_blocking=True)
-        target = self._full_res(batch["target"]).to(self.device, non_blocking=True)
-        with self.autocast():
-            seg = self.forward_2d(data, teacher=True).argmax(1, keepdim=True)
+    def _fg_tp_fp_fn(self, logits: torch.Tensor, target: torch.Tensor):
+        """Foreground tp, fp, fn per class of the argmax of `logits` against nnU-Net's full-resolution target."""
+        seg = logits.argmax(1, keepdim=True)
         onehot = torch.zeros((seg.shape[0], self.label_manager.num_segmentation_heads, *seg.shape[2:]),
                              device=seg.device, dtype=torch.float32).scatter_(1, seg, 1)
         mask = None
@@ -433,17 +445,57 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
             mask = (target != self.label_manager.ignore_label).float()
             target = torch.where(target == self.label_manager.ignore_label, 0, target)
         tp, fp, fn, _ = get_tp_fp_fn_tn(onehot, target, axes=[0] + list(range(2, onehot.ndim)), mask=mask)
+        return tp[1:].cpu().numpy(), fp[1:].cpu().numpy(), fn[1:].cpu().numpy()
+
+    def validation_step(self, batch: dict) -> dict:
+        """nnU-Net's validation of the 3D network, plus the 2D model's pseudo Dice counts: of its (fused) prediction,
+        and with several views of each view (slice axis) alone, for `view_dice`."""
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = self._full_res(batch["target"]).to(self.device, non_blocking=True)
+        self._view_logits = [] if len(self.slice_axes) > 1 else None
+        try:
+            with self.autocast():
+                logits = self.forward_2d(data, teacher=True)
+            views = self._view_logits
+        finally:
+            self._view_logits = None
+        tp, fp, fn = self._fg_tp_fp_fn(logits, target)
         result = super().validation_step(batch)
-        result.update({"tp_2d": tp[1:].cpu().numpy(), "fp_2d": fp[1:].cpu().numpy(), "fn_2d": fn[1:].cpu().numpy()})
+        result.update({"tp_2d": tp, "fp_2d": fp, "fn_2d": fn})
+        if views:
+            per_view = [self._fg_tp_fp_fn(v, target) for v in views]  # (V, 3, classes)
+            result["tp_fp_fn_2d_views"] = np.stack([np.stack(v) for v in per_view])
         return result
+
+    @staticmethod
+    def _mean_fg_dice(tp, fp, fn) -> float:
+        return float(np.nanmean([2 * i / (2 * i + j + k) if (2 * i + j + k) > 0 else np.nan
+                                 for i, j, k in zip(tp, fp, fn)]))
 
     def on_validation_epoch_end(self, val_outputs):
         super().on_validation_epoch_end(val_outputs)
         c = collate_outputs(val_outputs)
         tp, fp, fn = (np.sum(c[k], 0) for k in ("tp_2d", "fp_2d", "fn_2d"))
-        dice_2d = np.nanmean([2 * i / (2 * i + j + k) if (2 * i + j + k) > 0 else np.nan for i, j, k in zip(tp, fp, fn)])
-        self.logger.log("dice_2d", float(dice_2d), self.current_epoch)
+        self.logger.log("dice_2d", self._mean_fg_dice(tp, fp, fn), self.current_epoch)
         self.logger.log("dice_3d", float(self.logger.get_value("mean_fg_dice", step=-1)), self.current_epoch)
+        if "tp_fp_fn_2d_views" in c:
+            self.update_view_dice(np.sum(c["tp_fp_fn_2d_views"], 0))
+
+    def update_view_dice(self, counts: np.ndarray) -> None:
+        """Fold this epoch's per-view validation counts (views, tp/fp/fn, classes) into `view_dice` (EMA as nnU-Net's
+        pseudo Dice) and log each view's Dice and its weight in the next pseudo-masks."""
+        if self.is_ddp:
+            import torch.distributed as dist
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, counts)
+            counts = np.sum(gathered, 0)
+        measured = [self._mean_fg_dice(*view) for view in counts]
+        self.view_dice = update_view_dice(self.view_dice, measured)
+        weights = self.view_fusion_weights() or (1.0 / len(self.slice_axes),) * len(self.slice_axes)
+        self.print_to_log_file(
+            "M&N 2D views (axes " + ", ".join(map(str, self.slice_axes)) + "): validation pseudo Dice "
+            + ", ".join(f"{d:.4f}" for d in measured) + "; smoothed " + ", ".join(f"{d:.4f}" for d in self.view_dice)
+            + f"; pseudo-mask weights ({self.view_weighting}) " + ", ".join(f"{w:.3f}" for w in weights))
 
     # ------------------------------------------------------------------ the 2D model kept for 2D+3D prediction
     def on_train_end(self):
@@ -480,7 +532,8 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
                 "mn_branch2d_kind": self.branch2d_kind, "mn_branch2d_finetune": self.branch2d_finetune,
                 "mn_optimizer2d_state": self.optimizer_2d.state_dict(),
                 "mn_grad_scaler2d_state": self.grad_scaler_2d.state_dict() if self.grad_scaler_2d else None,
-                "mn_phase": self.phase, "mn_pseudo_class_locations": self.pseudo_class_locations}
+                "mn_phase": self.phase, "mn_pseudo_class_locations": self.pseudo_class_locations,
+                "mn_view_dice": [float(d) for d in self.view_dice]}
 
     def load_extra_checkpoint_state(self, checkpoint: dict) -> None:
         super().load_extra_checkpoint_state(checkpoint)
@@ -500,3 +553,6 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
         self.phase = checkpoint.get("mn_phase", self.phase)
         from nnunetv2_mn.training.checkpointing import arrays_from_tensors  # saved as tensors (weights_only)
         self.pseudo_class_locations = arrays_from_tensors(checkpoint.get("mn_pseudo_class_locations"))
+        view_dice = checkpoint.get("mn_view_dice")  # absent in checkpoints written before view weighting
+        if view_dice is not None and len(view_dice) == len(self.slice_axes):
+            self.view_dice = [float(d) for d in view_dice]

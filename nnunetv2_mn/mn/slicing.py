@@ -3,13 +3,15 @@
 A patch (B, C, S0, S1, S2) becomes B*S_axis slices (N, C, H, W) along one spatial axis; slice
 predictions are stacked back in the same order. Axis 0 is nnU-Net's first spatial axis after
 `transpose_forward`, i.e. the largest-spacing (acquisition) axis. Several axes (`predict_views`) give a
-multi-view (tri-planar) 2D prediction: the mean of the views' softmax probabilities.
+multi-view (tri-planar) 2D prediction: the mean of the views' softmax probabilities, or their mean weighted by each
+view's smoothed validation Dice (`dice_view_weights`).
 
 How the 2D model's passes run (`SlicePass`) is a matter of cost, not of the method: a teacher's pass with LoRA
 merged and under `torch.inference_mode` gives the same pseudo-masks up to float rounding; bf16 on CPU changes the
 numerics and is opt-in (docs/benchmarks/cost.md).
 """
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -126,6 +128,35 @@ def view_weights(num_views: int, weights: Optional[Sequence[float]] = None) -> t
         raise ValueError(f"view weights must be {num_views} finite non-negative numbers with a positive sum, "
                          f"got {weights!r}")
     return w / w.sum()
+
+
+#: how the views' probabilities are fused into the pseudo-mask: equal weights, or each view's smoothed validation Dice
+VIEW_WEIGHTINGS = ("mean", "val_dice")
+
+
+def update_view_dice(smoothed: Sequence[float], measured: Sequence[float], momentum: float = 0.9) -> List[float]:
+    """One epoch's per-view validation pseudo Dice folded into its exponential moving average, as nnU-Net smooths its
+    own pseudo Dice (`momentum * old + (1 - momentum) * new`; the first measurement is taken as is; a NaN measurement
+    leaves a view's average unchanged)."""
+    if len(smoothed) != len(measured):
+        raise ValueError(f"{len(measured)} view Dice values for {len(smoothed)} views")
+    out = []
+    for old, new in zip(smoothed, measured):
+        old, new = float(old), float(new)
+        if not math.isfinite(new):
+            out.append(old)
+        else:
+            out.append(new if not math.isfinite(old) else momentum * old + (1 - momentum) * new)
+    return out
+
+
+def dice_view_weights(smoothed: Sequence[float]) -> Optional[Tuple[float, ...]]:
+    """Fusion weights from the views' smoothed validation Dice (`view_weighting='val_dice'`): proportional to each
+    view's Dice; None (= equal weights) until every view has been measured or when all measure 0."""
+    values = [float(v) for v in smoothed]
+    if not values or not all(math.isfinite(v) and v >= 0 for v in values) or sum(values) <= 0:
+        return None
+    return tuple(v / sum(values) for v in values)
 
 
 def fuse_views(logits: Sequence[torch.Tensor], weights: Optional[Sequence[float]] = None) -> torch.Tensor:

@@ -83,6 +83,12 @@ class nnUNetTrainerMN_TriPlanar(nnUNetTrainerMN):
     slice_axes = (0, 1, 2)
 
 
+class nnUNetTrainerMN_TriPlanarDiceWeighted(nnUNetTrainerMN_TriPlanar):
+    """Tri-planar, each view's probabilities weighted by that view's smoothed validation pseudo Dice (equal weights
+    until the first validation)."""
+    view_weighting = "val_dice"
+
+
 # ---- other 2D models (Sec. 3.3: the framework is model-agnostic)
 class nnUNetTrainerMN_ResUNet(nnUNetTrainerMN):
     """ResNet-50 encoder (timm) + U-Net decoder, whole-network fine-tuning (Table 4, first row).
