@@ -30,12 +30,12 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.utilities.collate_outputs import collate_outputs
 
 from nnunetv2_mn.mn.agreement import hard_dice_agreement
+from nnunetv2_mn.mn.config import CHECKPOINT_KEY, MNConfig, check_device, resume_mismatch_message
 from nnunetv2_mn.mn.cotraining import CoTrainingSchedule
 from nnunetv2_mn.mn.losses import SoftDiceKLLoss, combine_labeled_unlabeled, downsample_soft_targets
 from nnunetv2_mn.mn.lr_schedules import StagedCosineLR, StagedPolyLR
-from nnunetv2_mn.mn.slicing import (VIEW_WEIGHTINGS, SlicePass, check_slice_axes, check_slice_fraction,
-                                    dice_view_weights, predict_slices, predict_views, sample_slice_index, take_slices,
-                                    update_view_dice)
+from nnunetv2_mn.mn.slicing import (SlicePass, dice_view_weights, predict_slices, predict_views, sample_slice_index,
+                                    take_slices, update_view_dice)
 from nnunetv2_mn.models2d import build_branch2d
 from nnunetv2_mn.settings import DEFAULT_2D_MODEL, PLANS_KEY_SLICE_AXIS, resolve_2d_source
 from nnunetv2_mn.training.sampling import smoothed
@@ -57,6 +57,8 @@ def merge_step_results(results):
 
 
 class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
+    # The M&N settings: class attributes (their defaults), gathered and validated once in `__init__` into
+    # `self.mn_config` (`nnunetv2_mn.mn.config.MNConfig`: logged, saved in checkpoints, compared on --c).
     # ---- the 2D model f (Sec. 2.1); where its weights come from: see `branch2d_source_and_origin`
     branch2d_kind: str = "segformer"
     branch2d_source: Optional[str] = DEFAULT_2D_MODEL
@@ -123,20 +125,12 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
                  device: torch.device = torch.device("cuda")):
         self.check_pass_settings(torch.device(device))  # before anything else: nothing to set up on a wrong device
         super().__init__(plans, configuration, fold, dataset_json, device)
-        if self.optimizers not in ("nnunet", "paper"):
-            raise ValueError(f"optimizers must be 'nnunet' or 'paper', not {self.optimizers!r}")
-        if self.optimizers == "paper":
-            if not self.stage2_lr_restart:
-                raise ValueError("optimizers='paper' is the paper's schedule, which restarts at stage 2: set "
-                                 "stage2_lr_restart = True (or use optimizers='nnunet').")
-            self.initial_lr = self.initial_lr_3d_paper
-        self.cotraining  # noqa: B018 - validates the schedule settings before training
-        check_slice_fraction(self.student2d_slice_fraction, "student2d_slice_fraction")  # fail before training
         self.slice_axis = int(self.configuration_manager.configuration.get(PLANS_KEY_SLICE_AXIS, self.slice_axis))
-        self.slice_axes = check_slice_axes(self.slice_axes, self.slice_axis)
-        if self.view_weighting not in VIEW_WEIGHTINGS:
-            raise ValueError(f"view_weighting must be one of {VIEW_WEIGHTINGS} ('mean': equal weights; 'val_dice': "
-                             f"each view weighted by its smoothed validation Dice), not {self.view_weighting!r}")
+        #: every M&N setting, validated once (a bad variant fails here, before anything is built)
+        self.mn_config = MNConfig.from_trainer(self)
+        self.slice_axes = self.mn_config.slice_axes
+        if self.optimizers == "paper":
+            self.initial_lr = self.initial_lr_3d_paper
         #: smoothed validation pseudo Dice of each view (slice axis) of the 2D model; NaN until measured
         self.view_dice = [float("nan")] * len(self.slice_axes)
         self._view_logits = None  # collects the per-view logits of a fused pass while a validation step asks for them
@@ -158,12 +152,8 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
         return self.cotraining.stage2_start
 
     def check_pass_settings(self, device: torch.device) -> None:
-        """`cpu_bf16_2d` is for CPU training only: on a GPU nnU-Net's fp16 autocast already runs the 2D model in half
-        precision and a CPU bf16 setting would silently do nothing, so it is an error there."""
-        if self.cpu_bf16_2d and device.type != "cpu":
-            raise ValueError(f"{self.__class__.__name__}: cpu_bf16_2d = True runs the 2D model under bf16 autocast on "
-                             f"the CPU only; on device '{device.type}' nnU-Net's autocast already covers it. Train "
-                             f"with -device cpu, or use a trainer with cpu_bf16_2d = False (e.g. nnUNetTrainerMN).")
+        """`cpu_bf16_2d` is for CPU training only (`nnunetv2_mn.mn.config.check_device`)."""
+        check_device(self.cpu_bf16_2d, device.type, self.__class__.__name__)
 
     def slice_pass(self, teacher: bool) -> SlicePass:
         """How a pass of the 2D model runs (`SlicePass`), from `teacher_merge_lora`, `channels_last_2d` and
@@ -304,6 +294,7 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
 
     def on_train_start(self):
         super().on_train_start()
+        self.print_to_log_file(self.mn_config.describe(self.__class__.__name__))
         if self.pseudo_class_locations is not None:  # restored from a checkpoint (--c)
             self.use_pseudo_class_locations(self.pseudo_class_locations)
 
@@ -533,12 +524,30 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
                 "mn_optimizer2d_state": self.optimizer_2d.state_dict(),
                 "mn_grad_scaler2d_state": self.grad_scaler_2d.state_dict() if self.grad_scaler_2d else None,
                 "mn_phase": self.phase, "mn_pseudo_class_locations": self.pseudo_class_locations,
-                "mn_view_dice": [float(d) for d in self.view_dice]}
+                "mn_view_dice": [float(d) for d in self.view_dice], CHECKPOINT_KEY: self.mn_config.as_dict()}
+
+    def check_checkpoint_config(self, checkpoint: dict) -> None:
+        """--c continues a run only with the settings it was started with: a RuntimeError naming each setting that
+        differs (old and new value). A checkpoint written before the configuration was saved is accepted (logged)."""
+        saved = checkpoint.get(CHECKPOINT_KEY)
+        if saved is None:
+            self.print_to_log_file("The checkpoint holds no M&N configuration (written by an older version): resuming "
+                                   "with this trainer's settings, which could not be compared with the run's.")
+            return
+        differences = self.mn_config.differences(saved)
+        if differences:
+            raise RuntimeError(resume_mismatch_message(self.__class__.__name__, checkpoint.get("trainer_name"),
+                                                       differences))
+        missing = self.mn_config.missing_in(saved)
+        if missing:
+            self.print_to_log_file(f"The checkpoint's M&N configuration lacks {', '.join(missing)} (written by an "
+                                   f"older version): those settings are taken from this trainer.")
 
     def load_extra_checkpoint_state(self, checkpoint: dict) -> None:
         super().load_extra_checkpoint_state(checkpoint)
         if "mn_branch2d" not in checkpoint:
             raise RuntimeError("This checkpoint holds no M&N 2D model (was it written by another trainer?).")
+        self.check_checkpoint_config(checkpoint)
         saved = (checkpoint["mn_branch2d_kind"], checkpoint["mn_branch2d_finetune"])
         if saved != (self.branch2d_kind, self.branch2d_finetune):
             raise RuntimeError(f"Checkpoint 2D model {saved} differs from this trainer's "
