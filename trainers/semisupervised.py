@@ -34,8 +34,8 @@ from nnunetv2_mn.data.unlabeled import UnlabeledDataError, plans_fingerprint
 from nnunetv2_mn.paths import UNLABELED_RAW_FOLDER, unlabeled_preprocessed_dir
 from nnunetv2_mn.training.dataloading import UnlabeledDataLoader, UnlabeledDataset
 from nnunetv2_mn.training.progress_logger import install_logger
-from nnunetv2_mn.training.sampling import (UNLABELED_SAMPLES, ScheduleState, build_sampling_rule, foreground_forced,
-                                           labeled_sample_indices)
+from nnunetv2_mn.training.sampling import (ScheduleState, build_sampling_rule, check_unlabeled_samples,
+                                           foreground_forced, labeled_sample_indices)
 
 #: per-step values of the batch composition, logged as epoch means
 BATCH_KEYS = ("b_l", "b_u")
@@ -86,9 +86,7 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
         for k, v in self.schedule_overrides.items():
             setattr(self, k, v)
         self.sampling_rule = build_sampling_rule(self.sampling, self.sampling_rounding, **self.sampling_kwargs)
-        if self.unlabeled_samples not in UNLABELED_SAMPLES:
-            raise ValueError(f"{self.__class__.__name__}.unlabeled_samples = {self.unlabeled_samples!r} is not one of "
-                             f"{UNLABELED_SAMPLES}: 'replace' (b_l = B - b_u, the paper) or 'add' (b_l = B).")
+        check_unlabeled_samples(self.unlabeled_samples, f"{self.__class__.__name__}.unlabeled_samples")
         self.dataloader_unlabeled = None
         self.num_labeled_cases = self.num_unlabeled_cases = 0
         self.b_u = 0  # of the last step

@@ -77,7 +77,7 @@ class MNConfig:
     # ------------------------------------------------------------------ checks (one place)
     def _validate(self) -> None:
         from nnunetv2_mn.models2d.base import FINETUNE_STRATEGIES
-        from nnunetv2_mn.training.sampling import UNLABELED_SAMPLES, build_sampling_rule
+        from nnunetv2_mn.training.sampling import build_sampling_rule, check_unlabeled_samples
 
         if self.branch2d_finetune not in FINETUNE_STRATEGIES:
             raise ValueError(f"Unknown fine-tuning strategy {self.branch2d_finetune!r}; choose one of "
@@ -96,9 +96,7 @@ class MNConfig:
         CoTrainingSchedule(1, self.stage1_fraction, self.stage2_students, self.first_student, self.co_training,
                            self.pseudo_mask_refresh_fraction)
         build_sampling_rule(self.sampling, self.sampling_rounding, **self.sampling_kwargs)
-        if self.unlabeled_samples not in UNLABELED_SAMPLES:
-            raise ValueError(f"unlabeled_samples = {self.unlabeled_samples!r} is not one of {UNLABELED_SAMPLES}: "
-                             f"'replace' (b_l = B - b_u, the paper) or 'add' (b_l = B).")
+        check_unlabeled_samples(self.unlabeled_samples)
         if not 0.0 <= self.unlabeled_foreground_bias <= 1.0:
             raise ValueError(f"unlabeled_foreground_bias must lie in [0, 1], not {self.unlabeled_foreground_bias}")
         if not isinstance(self.pseudo_mask_locations_per_class, int) or self.pseudo_mask_locations_per_class < 1:

@@ -27,6 +27,13 @@ ROUNDINGS = ("floor", "expected")
 UNLABELED_SAMPLES = ("replace", "add")
 
 
+def check_unlabeled_samples(value: str, owner: str = "unlabeled_samples") -> None:
+    """Refuse an `unlabeled_samples` setting that is not one of UNLABELED_SAMPLES."""
+    if value not in UNLABELED_SAMPLES:
+        raise ValueError(f"{owner} = {value!r} is not one of {UNLABELED_SAMPLES}: 'replace' (b_l = B - b_u, the "
+                         f"paper) or 'add' (b_l = B).")
+
+
 @dataclass(frozen=True)
 class ScheduleState:
     epoch: int
