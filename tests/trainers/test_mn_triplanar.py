@@ -29,13 +29,8 @@ def test_slice_axes_setting(make_trainer):
     class Bad(nnUNetTrainerMN_debug):
         slice_axes = (0, 0)
 
-    class BadWeighting(nnUNetTrainerMN_debug):
-        view_weighting = "max"
-
     with pytest.raises(ValueError, match="slice_axes"):
         make_trainer(Bad)
-    with pytest.raises(ValueError, match="view_weighting"):
-        make_trainer(BadWeighting)
 
 
 def test_teacher_pseudo_mask_is_the_mean_of_the_views(make_trainer):
