@@ -10,31 +10,17 @@ import os
 import re
 import sys
 import warnings
-from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from nnunetv2_mn.cli.doctor_result import FAIL, INFO, OK, WARN, CheckResult
 from nnunetv2_mn.settings import DEFAULT_2D_MODEL, ENV_2D_MODEL, OFFLINE_TRAINER, resolve_2d_source
 from nnunetv2_mn.trainers import discovery
 from nnunetv2_mn.trainers.discovery import EXT_TRAINER_VAR
-
-OK, WARN, INFO, FAIL = "OK", "WARN", "INFO", "FAIL"
 
 NNUNET_REQUIREMENT = ">=2.8.1,<2.9"
 PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 PATHS_DOC = "https://github.com/MIC-DKFZ/nnUNet/blob/master/documentation/setting_up_paths.md"
 DEFAULT_TRAINERS = ("nnUNetTrainerMN", "nnUNetTrainerMeanTeacher", "nnUNetTrainerMN_EffNetLite0")
-
-
-@dataclass
-class CheckResult:
-    name: str
-    status: str  # OK | WARN | INFO | FAIL
-    message: str
-    fix: str = ""
-
-    @property
-    def failed(self) -> bool:
-        return self.status == FAIL
 
 
 # ------------------------------------------------------------------------------------------------ checks

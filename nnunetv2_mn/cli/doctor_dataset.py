@@ -3,12 +3,12 @@
 raw layout (dataset.json, imagesTr/labelsTr naming and channels), the unlabelled images (naming, channels, damaged
 files, label leaks, geometry), the preprocessing state (plans, labelled and unlabelled folders complete and
 current), the label values of the preprocessed labelled cases, and the channel count of every preprocessed case.
-Each check returns a `CheckResult` (see `doctor.py`).
+Each check returns a `CheckResult` (`doctor_result.py`).
 """
 import os
 from typing import Callable, List, Optional
 
-from nnunetv2_mn.cli.doctor import FAIL, INFO, OK, WARN, CheckResult
+from nnunetv2_mn.cli.doctor_result import FAIL, INFO, OK, WARN, CheckResult
 
 
 class _Context:
