@@ -154,8 +154,8 @@ class nnUNetTrainerDTC(nnUNetTrainerSemiSupervised):
             loss = loss_seg + self.sdf_loss_weight * loss_sdf + w * loss_dtc
         self.backward_and_step(loss, self.optimizer, nn.ModuleList([unwrap(self.network), self.sdf_head]),
                                self.grad_scaler)
-        return {"loss": loss.detach().cpu().numpy(), "loss_seg": loss_seg.item(), "loss_sdf": loss_sdf.item(),
-                "loss_dtc": loss_dtc.item(), "dtc_weight": w}
+        return {"loss": loss.detach(), "loss_seg": loss_seg.detach(), "loss_sdf": loss_sdf.detach(),
+                "loss_dtc": loss_dtc.detach(), "dtc_weight": w}
 
     def validation_step(self, batch: dict) -> dict:
         result = super().validation_step(batch)

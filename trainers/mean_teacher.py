@@ -83,8 +83,7 @@ class nnUNetTrainerMeanTeacher(nnUNetTrainerSemiSupervised):
             loss = loss_sup + w * loss_cons
         self.backward_and_step(loss, self.optimizer, self.network, self.grad_scaler)
         self.update_teacher()
-        return {"loss": loss.detach().cpu().numpy(), "loss_sup": loss_sup.item(), "loss_cons": loss_cons.item(),
-                "cons_weight": w}
+        return {"loss": loss.detach(), "loss_sup": loss_sup.detach(), "loss_cons": loss_cons.detach(), "cons_weight": w}
 
     def extra_checkpoint_state(self) -> dict:
         return {**super().extra_checkpoint_state(), "mt_teacher_weights": self.teacher.state_dict(),

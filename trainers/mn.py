@@ -39,21 +39,13 @@ from nnunetv2_mn.mn.slicing import (SlicePass, dice_view_weights, predict_slices
 from nnunetv2_mn.models2d import build_branch2d
 from nnunetv2_mn.settings import DEFAULT_2D_MODEL, PLANS_KEY_SLICE_AXIS, resolve_2d_source
 from nnunetv2_mn.training.sampling import smoothed
+from nnunetv2_mn.training.step_results import merge_step_results, to_host
 from nnunetv2_mn.trainers.semisupervised import nnUNetTrainerSemiSupervised, sample_class_locations, unwrap
 
 
 
 def as_list(output):
     return list(output) if isinstance(output, (list, tuple)) else [output]
-
-
-def merge_step_results(results):
-    """One iteration's values from the steps of its students: a value both give (agreement, b_u) is averaged."""
-    merged = {}
-    for key in dict.fromkeys(k for r in results for k in r):
-        values = [r[key] for r in results if key in r]
-        merged[key] = values[0] if len(values) == 1 else float(np.nanmean(np.asarray(values, dtype=float)))
-    return merged
 
 
 class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
@@ -341,16 +333,18 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
 
     def train_step(self, batch: dict) -> dict:
         """One iteration: stage 1 on the labelled batch, or the iteration's students (`cotraining.students`), each
-        with its own batch composition from the same labelled and unlabelled batches."""
+        with its own batch composition from the same labelled and unlabelled batches. The steps' values are read
+        from the device once, at the end of the iteration (`to_host`)."""
         students = self.cotraining.students(self.current_epoch, self.iteration)
         self.iteration += 1
         if self.cotraining.stage(self.current_epoch) == 1:
-            return {**self.stage1_step(*self.compose_batch(batch, None, 0)[:2]), "b_u": 0, "b_l": self.batch_size}
+            result = to_host(self.stage1_step(*self.compose_batch(batch, None, 0)[:2]))[0]
+            return {**result, "b_u": 0, "b_l": self.batch_size}
         b_u = {m: self.draw_b_u(m) for m in students}
         batch_u = self.next_unlabeled_batch(*b_u.values())
         results = [{**getattr(self, f"train_{m}_student")(*self.compose_batch(batch, batch_u, b_u[m])),
                     "b_u": b_u[m], "b_l": self.num_labeled(b_u[m])} for m in students]
-        return merge_step_results(results)
+        return merge_step_results(to_host(*results))
 
     def stage1_step(self, data_l, target_l) -> dict:
         """Eq. (1) for both models on the same labelled batch, each with its own optimizer."""
@@ -367,8 +361,8 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
                                                 take_slices(target_2d, index, axis))
                                    for axis, index in self.student_views(data_l)]).mean()
         self.backward_and_step(loss_2d, self.optimizer_2d, self.branch2d, self.grad_scaler_2d)
-        return {"loss": loss_3d.detach().cpu().numpy(), "loss_3d": loss_3d.item(), "loss_2d": loss_2d.item(),
-                "loss_l_3d": loss_3d.item(), "loss_l_2d": loss_2d.item()}
+        loss_3d, loss_2d = loss_3d.detach(), loss_2d.detach()  # read by the host in train_step (`to_host`)
+        return {"loss": loss_3d, "loss_3d": loss_3d, "loss_2d": loss_2d, "loss_l_3d": loss_3d, "loss_l_2d": loss_2d}
 
     def train_3d_student(self, data_l, target_l, data_u) -> dict:
         """Eq. (2)-(6): soft pseudo-masks P from the 2D teacher, L_c for the 3D student."""
@@ -389,8 +383,8 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
                 loss_u = self.loss_u_3d(student_u, downsample_soft_targets(pseudo_masks, [o.shape[2:] for o in student_u]))
             loss = combine_labeled_unlabeled(loss_l, loss_u, b_l, b_u)
         self.backward_and_step(loss, self.optimizer, self.network, self.grad_scaler)
-        return {"loss": loss.detach().cpu().numpy(), "loss_3d": loss.item(), "loss_l_3d": loss_l.item() if b_l else np.nan,
-                "loss_u_3d": loss_u.item() if b_u else np.nan,
+        return {"loss": loss.detach(), "loss_3d": loss.detach(), "loss_l_3d": loss_l.detach() if b_l else np.nan,
+                "loss_u_3d": loss_u.detach() if b_u else np.nan,
                 "agreement": hard_dice_agreement(outputs[0][b_l:], pseudo_masks) if b_u else np.nan}
 
     def train_2d_student(self, data_l, target_l, data_u) -> dict:
@@ -417,12 +411,12 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
             loss = torch.stack([v[0] for v in views]).mean()
         self.backward_and_step(loss, self.optimizer_2d, self.branch2d, self.grad_scaler_2d)
 
-        def view_mean(values):
-            return float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
+        def view_mean(values):  # on the device: NaN only when every view's value is NaN
+            return torch.nanmean(torch.stack([v.detach().float() for v in values]))
         # nnU-Net's train_losses is the 3D network's: NaN in a step where only the 2D model learns
-        return {"loss": np.float32(np.nan), "loss_2d": loss.item(),
-                "loss_l_2d": view_mean([v[1].item() for v in views]) if b_l else np.nan,
-                "loss_u_2d": view_mean([v[2].item() for v in views]) if b_u else np.nan,
+        return {"loss": np.float32(np.nan), "loss_2d": loss.detach(),
+                "loss_l_2d": view_mean([v[1] for v in views]) if b_l else np.nan,
+                "loss_u_2d": view_mean([v[2] for v in views]) if b_u else np.nan,
                 "agreement": view_mean([hard_dice_agreement(*v[3]) for v in views]) if b_u else np.nan}
 
     # ------------------------------------------------------------------ validation: 3D (nnU-Net) and 2D pseudo Dice
@@ -505,6 +499,7 @@ class nnUNetTrainerMN(nnUNetTrainerSemiSupervised):
             "kind": self.branch2d_kind, "finetune": self.branch2d_finetune, "source": source,
             "config": self.branch2d_config, "kwargs": self.branch2d_kwargs,
             "num_classes": self.label_manager.num_segmentation_heads, "slice_axes": self.slice_axes,
+            "view_weights": self.view_fusion_weights(),
             "trainer": self.__class__.__name__, "epochs_trained": self.current_epoch})
         self.print_to_log_file(f"2D model kept in {os.path.join(self.output_folder, MODEL2D_FOLDER)} "
                                f"(nnUNetv2_mn_predict_ensemble)")

@@ -8,8 +8,8 @@ of the plans' batch size B, b_u unlabelled and b_l = B - b_u labelled samples; a
 nnU-Net's share of foreground-forced patches; (iii) extra per-epoch log keys drawn in progress.png; (iv)
 atomic checkpoints with extra state that `--c` restores.
 
-Subclasses implement `semi_supervised_step(data_l, target_l, data_u) -> dict of floats` (must contain
-'loss') and may extend `logging_panels`, `extra_checkpoint_state` and `load_extra_checkpoint_state`.
+Subclasses implement `semi_supervised_step(data_l, target_l, data_u) -> dict` of floats or detached scalar tensors
+(must contain 'loss'; the tensors are read by the host once per step, `nnunetv2_mn.training.step_results`) and may extend `logging_panels`, `extra_checkpoint_state` and `load_extra_checkpoint_state`.
 """
 import os
 from typing import Dict, List, Optional, Tuple
@@ -36,6 +36,7 @@ from nnunetv2_mn.training.dataloading import UnlabeledDataLoader, UnlabeledDatas
 from nnunetv2_mn.training.progress_logger import install_logger
 from nnunetv2_mn.training.sampling import (ScheduleState, build_sampling_rule, check_unlabeled_samples,
                                            foreground_forced, labeled_sample_indices)
+from nnunetv2_mn.training.step_results import to_host
 
 #: per-step values of the batch composition, logged as epoch means
 BATCH_KEYS = ("b_l", "b_u")
@@ -335,7 +336,7 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
     def train_step(self, batch: dict) -> dict:
         b_u = self.draw_b_u("3d")
         result = self.semi_supervised_step(*self.compose_batch(batch, self.next_unlabeled_batch(b_u), b_u))
-        return {**result, "b_u": b_u, "b_l": self.num_labeled(b_u)}
+        return {**to_host(result)[0], "b_u": b_u, "b_l": self.num_labeled(b_u)}
 
     def semi_supervised_step(self, data_l, target_l, data_u) -> dict:
         raise NotImplementedError(f"{self.__class__.__name__} is a base class; train a subclass such as "

@@ -96,9 +96,9 @@ class nnUNetTrainerUAMT(nnUNetTrainerMeanTeacher):
                     teacher_prob = torch.softmax(self.teacher(data_u + self.teacher_noise(data_u)).float(), 1)
                     mask = (predictive_entropy(self.teacher_mean_probability(data_u)) < threshold).float()
                 loss_cons = masked_consistency(torch.softmax(output[0][b_l:].float(), 1), teacher_prob, mask)
-                mask_share = mask.mean().item()
+                mask_share = mask.mean()
             loss = loss_sup + w * loss_cons
         self.backward_and_step(loss, self.optimizer, self.network, self.grad_scaler)
         self.update_teacher()
-        return {"loss": loss.detach().cpu().numpy(), "loss_sup": loss_sup.item(), "loss_cons": loss_cons.item(),
-                "cons_weight": w, "mask_share": mask_share, "uncertainty_threshold": threshold}
+        return {"loss": loss.detach(), "loss_sup": loss_sup.detach(), "loss_cons": loss_cons.detach(), "cons_weight": w,
+                "mask_share": mask_share, "uncertainty_threshold": threshold}

@@ -57,15 +57,20 @@ def test_combined_loss_weights_equation_5():
 
 
 def test_agreement():
+    """A 0-d tensor on the inputs' device (read by the host with the step's other values), Dice by hand."""
     t = torch.zeros(1, 3, 4, 4, 4)
     t[:, 0] = 1
-    t[0, 1, :2] = 2  # class 1 in the first half
+    t[0, 1, :2] = 2  # class 1 in the first half; class 2 absent from both: skipped, not counted as 0 or 1
     s = t.clone()
-    assert hard_dice_agreement(s, t) == 1.0
+    agreement = hard_dice_agreement(s, t)
+    assert isinstance(agreement, torch.Tensor) and agreement.ndim == 0 and agreement.item() == 1.0
     s2 = torch.zeros_like(t)
     s2[:, 0] = 1
     s2[0, 1, :1] = 2  # student finds half of class 1
-    assert abs(hard_dice_agreement(s2, t) - 2 * 16 / (16 + 32)) < 1e-9
+    assert hard_dice_agreement(s2, t).item() == pytest.approx(2 * 16 / (16 + 32), abs=1e-6)
+    s3 = s2.clone()
+    s3[0, 2, 3:] = 3  # the student predicts class 2 where the teacher has none: that class's Dice is 0
+    assert hard_dice_agreement(s3, t).item() == pytest.approx((2 * 16 / (16 + 32) + 0.0) / 2, abs=1e-6)
     bg = torch.zeros_like(t)
     bg[:, 0] = 1
-    assert math.isnan(hard_dice_agreement(bg, bg))
+    assert math.isnan(hard_dice_agreement(bg, bg).item())
