@@ -5,7 +5,8 @@ Saving (`save_model2d`, called by `nnUNetTrainerMN.on_train_end`): `fold_x/model
   * `weights.pth`: `torch.save` of f's `trainable_state_dict()` (LoRA adapters, new head, trainable norms and
     biases), or of its whole `state_dict()` when its frozen base was randomly initialised and so cannot be rebuilt;
   * `model2d.json`: what rebuilds f (kind, fine-tuning, source of the pretrained base or the config of a random
-    init, kwargs, classes) and how it slices (`slice_axes`).
+    init, kwargs, classes), how it slices (`slice_axes`) and how its views are fused (`view_weights`: the weights of
+    its last pseudo-masks, `view_weighting='val_dice'`; null = equal weights).
 The branch injects its LoRA adapters in place (`peft.inject_adapter_in_model`), so it is not a `PeftModel` and peft's
 `save_pretrained` does not apply; the trainable state dict holds the adapters and the head and norms around them.
 
@@ -14,7 +15,7 @@ and mirroring, fold averaging, resampling and export unchanged). Only `predict_l
 extended: with weight w > 0 the case's 3D probabilities softmax(z_3D) are mixed with f's,
     P = (1 - w) softmax(z_3D) + w P_2D,
 P_2D the mean over folds of f's prediction on every slice of the preprocessed volume along each saved axis (Eq. 2,
-views fused as in training: mean of softmaxes), and log P is returned as the logits (nnU-Net's softmax of it is P).
+views fused as in training: the mean of softmaxes with the kept `view_weights`), and log P is returned as the logits (nnU-Net's softmax of it is P).
 w = 0 returns nnU-Net's logits untouched: the files are those of `nnUNetv2_predict`.
 
 Each piece is a module function that the uncertainty command (`nnunetv2_mn.inference.uncertainty`, its 2D/3D
@@ -30,12 +31,12 @@ from acvl_utils.cropping_and_padding.padding import pad_nd_image
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from torch import nn
 
-from nnunetv2_mn.mn.slicing import check_slice_axes, predict_views
+from nnunetv2_mn.mn.slicing import check_slice_axes, predict_views, view_weights
 
 MODEL2D_FOLDER = "model2d"
 WEIGHTS_FILE = "weights.pth"
 INFO_FILE = "model2d.json"
-INFO_KEYS = ("kind", "finetune", "source", "config", "kwargs", "num_classes", "slice_axes")
+INFO_KEYS = ("kind", "finetune", "source", "config", "kwargs", "num_classes", "slice_axes", "view_weights")
 
 
 def save_model2d(branch, folder: str, info: dict) -> None:
@@ -46,7 +47,9 @@ def save_model2d(branch, folder: str, info: dict) -> None:
     full = not branch.pretrained
     os.makedirs(folder, exist_ok=True)
     torch.save(branch.state_dict() if full else branch.trainable_state_dict(), os.path.join(folder, WEIGHTS_FILE))
-    info = {**info, "slice_axes": list(info["slice_axes"]), "full_state_dict": full}
+    weights = info["view_weights"]
+    info = {**info, "slice_axes": list(info["slice_axes"]), "full_state_dict": full,
+            "view_weights": None if weights is None else [float(w) for w in weights]}
     with open(os.path.join(folder, INFO_FILE), "w") as f:
         json.dump(info, f, indent=2)
 
@@ -73,6 +76,12 @@ def load_model2d(folder: str, device: torch.device = torch.device("cpu")) -> Tup
     else:
         branch.load_trainable_state_dict(state)
     info["slice_axes"] = check_slice_axes(info["slice_axes"])
+    info.setdefault("view_weights", None)  # kept before the views' weights were saved: equal weights
+    if info["view_weights"] is not None:
+        try:
+            view_weights(len(info["slice_axes"]), info["view_weights"])
+        except ValueError as e:
+            raise ValueError(f"{info_file}: {e} (one per slice axis {info['slice_axes']})") from None
     return branch.to(device).eval(), info
 
 
@@ -113,14 +122,15 @@ def load_models2d(model_training_output_dir: str, folds: Sequence, label_manager
 def predict_2d_probabilities(models2d: Sequence[Tuple[nn.Module, dict]], data: torch.Tensor, patch_size: Sequence[int],
                              device: torch.device, slice_chunk: int = 64) -> torch.Tensor:
     """P_2D of a preprocessed case (C, X, Y, Z), on the CPU in float32: every slice along each saved axis, views
-    fused, folds averaged; the volume padded to at least `patch_size` as nnU-Net's sliding window does (no
+    fused with each model's `view_weights`, folds averaged; the volume padded to at least `patch_size` as nnU-Net's sliding window does (no
     mirroring), the padding removed again."""
     padded, revert = pad_nd_image(data, patch_size, "constant", {"value": 0}, True, None)
     x = padded[None].to(device, non_blocking=True)
     total = None
     for model, info in models2d:
         with torch.autocast(device.type) if device.type == "cuda" else nullcontext():
-            p = predict_views(model.to(device), x, info["slice_axes"], slice_chunk)[0][0].float().cpu()
+            p = predict_views(model.to(device), x, info["slice_axes"], slice_chunk,
+                              info["view_weights"])[0][0].float().cpu()
         total = p if total is None else total + p
     return (total / len(models2d))[(slice(None), *revert[1:])]
 
