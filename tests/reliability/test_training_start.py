@@ -1,7 +1,6 @@
 """Bad labelled data and errors at training start (issue 10, items 5, 6, 9): the trainer names the case and value
 before training, the error reaches the training log as one paragraph, and checkpoints load with weights_only=True."""
 import glob
-import json
 import os
 
 import numpy as np

@@ -1,7 +1,6 @@
 """Bad unlabelled input (issue 10, items 1-4): a clear error naming the file, exit status 1, and nothing left that
 the trainer would accept."""
 import json
-import os
 import shutil
 
 import pytest
@@ -9,7 +8,7 @@ import SimpleITK as sitk
 
 from nnunetv2_mn.data import unlabeled
 from nnunetv2_mn.cli.preprocess_unlabeled import main
-from nnunetv2_mn.data.unlabeled import MANIFEST, UnlabeledDataError, preprocess_unlabeled
+from nnunetv2_mn.data.unlabeled import MANIFEST, UnlabeledDataError
 
 DID = "940"
 
