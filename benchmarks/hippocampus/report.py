@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 
 from .bench_trainers import SPEC_FILE
 from .cost import updates_3d
-from .spec import BENCH_MODULE, COMPARISONS, CONFIGURATION, METRICS, SEED, Schedule
+from .spec import BENCH_MODULE, COMPARISONS, CONFIGURATION, METRICS, RUN_TO_RUN, SEED, Schedule
 
 
 def json_safe(obj):
@@ -298,6 +298,19 @@ def reading_note(records: List[dict]) -> List[str]:
             "methods. Compare methods on a longer schedule.", ""]
 
 
+def noise_note(rows: List[dict]) -> List[str]:
+    """How far two trainings of the same trainer land apart (the comparisons of a row with its second run): a
+    difference between methods smaller than that is not the methods'."""
+    noise = [c for c in rows if c["question"].startswith(RUN_TO_RUN) and c["Dice"]["verdict"] != "n/a"]
+    if not noise:
+        return ["No row has been trained twice yet: how far two trainings of one trainer differ is not known.", ""]
+    worst_dice = max(noise, key=lambda c: abs(c["Dice"]["mean"]))
+    parts = [f"`{c['a']}` vs `{c['b']}` {c['Dice']['mean']:+.3f} Dice, {c['HD95']['mean']:+.2f} mm HD95" for c in noise]
+    return [f"**Run-to-run noise.** The same trainer trained twice: {'; '.join(parts)}. Even where its interval "
+            f"excludes 0, such a difference comes from training, not from the method: read a difference between "
+            f"methods smaller than about {abs(worst_dice['Dice']['mean']):.3f} Dice (the largest here) as a tie.", ""]
+
+
 def comparison_lines(records: List[dict]) -> List[str]:
     rows = comparisons(records)
     if not rows:
@@ -306,9 +319,9 @@ def comparison_lines(records: List[dict]) -> List[str]:
          "Difference A − B of the per-case mean over the labels, averaged over the cases both rows score, with a "
          "bootstrap 95 % interval over cases (10,000 resamples, seed 0) and the Wilcoxon signed-rank p-value "
          "(`nnunetv2_mn.evaluation.compare`). *Winner*: the side the interval favours when it excludes 0, else "
-         "'–' (this run cannot tell them apart). One training run per row: the interval covers the spread over "
-         f"test cases, not the run-to-run noise of training. A row with a mean Dice below {LEARNED_DICE} has not "
-         "learned to segment; a comparison with such a row names no winner.", "",
+         "'–' (this run cannot tell them apart). The interval covers the spread over test cases, not the "
+         f"run-to-run noise of training (below). A row with a mean Dice below {LEARNED_DICE} has not "
+         "learned to segment; a comparison with such a row names no winner.", "", *noise_note(rows),
          "| question | A | B | Dice A − B [95 % CI] | p | winner (Dice) | HD95 A − B (mm) [95 % CI] | winner (HD95) |",
          "|---|---|---|---|---|---|---|---|"]
     def diff(r, digits):

@@ -139,6 +139,9 @@ ROWS: List[Row] = [
 ]
 ROW_BY_NAME = {r.name: r for r in ROWS}
 
+#: how the questions that compare a row with its own second run begin (the report's noise note reads them)
+RUN_TO_RUN = "run-to-run noise"
+
 #: the questions the table answers: (question, row A, row B); the report gives the paired per-case
 #: difference A - B over the test cases (nnunetv2_mn.evaluation.compare) and which side wins
 COMPARISONS = [
@@ -149,11 +152,11 @@ COMPARISONS = [
     ("M&N: unlabelled samples on top of vs in place of labelled ones", "mn_add", "mn"),
     ("self-training, pseudo-labels on top of the labelled batch, vs nnU-Net", "self_training_add", "baseline"),
     ("self-training: pseudo-labels on top of vs in place of labelled ones", "self_training_add", "self_training"),
-    ("run-to-run noise: nnU-Net, two runs (8 labels)", "baseline", "baseline_run2"),
-    ("run-to-run noise: M&N, two runs (8 labels)", "mn", "mn_run2"),
+    (f"{RUN_TO_RUN}: nnU-Net, two runs (8 labels)", "baseline", "baseline_run2"),
+    (f"{RUN_TO_RUN}: M&N, two runs (8 labels)", "mn", "mn_run2"),
     ("M&N vs nnU-Net (8 labels), second runs", "mn_run2", "baseline_run2"),
-    ("run-to-run noise: nnU-Net, two runs (4 labels)", "baseline_4lab", "baseline_4lab_run2"),
-    ("run-to-run noise: M&N, two runs (4 labels)", "mn_4lab", "mn_4lab_run2"),
+    (f"{RUN_TO_RUN}: nnU-Net, two runs (4 labels)", "baseline_4lab", "baseline_4lab_run2"),
+    (f"{RUN_TO_RUN}: M&N, two runs (4 labels)", "mn_4lab", "mn_4lab_run2"),
     ("stage 2: both students every iteration vs the paper's alternation by epoch", "mn", "mn_alt_epochs"),
     ("stage 2: both students every iteration vs alternation by iteration", "mn", "mn_alt_iterations"),
     ("paper's alternation at equal 3D updates (70 epochs) vs nnU-Net", "mn_alt_epochs_equal3d", "baseline"),

@@ -333,3 +333,17 @@ def test_tiny_run_end_to_end(hippocampus_dir, tmp_path):
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
     assert "baseline: done earlier" in again.stdout and "mn: done earlier" in again.stdout
     assert "nnUNetv2_train" not in again.stdout
+
+
+def test_noise_note_names_the_largest_run_to_run_difference():
+    def row(question, a, b, dice, hd95):
+        return {"question": question, "a": a, "b": b, "Dice": {"mean": dice, "verdict": "A"},
+                "HD95": {"mean": hd95, "verdict": "unresolved"}}
+
+    rows = [row("M&N vs nnU-Net (8 labels)", "mn", "baseline", -0.027, 0.18),
+            row(f"{hb.RUN_TO_RUN}: nnU-Net, two runs (8 labels)", "baseline", "baseline_run2", -0.0004, -0.40),
+            row(f"{hb.RUN_TO_RUN}: M&N, two runs (8 labels)", "mn", "mn_run2", -0.009, -0.02)]
+    note = hb.noise_note(rows)[0]
+    assert "`mn` vs `mn_run2` -0.009 Dice, -0.02 mm HD95" in note and "`baseline` vs `baseline_run2`" in note
+    assert "smaller than about 0.009 Dice" in note and "`mn` vs `baseline`" not in note
+    assert "not known" in hb.noise_note(rows[:1])[0]
