@@ -315,11 +315,14 @@ def build_steps(a, phases=PHASES) -> dict:
         mn.branch2d.eval()
         mn.network.train()
 
+    # each M&N step with the copy of its logged values to the host, as its train_step does (nnU-Net's step has its own)
+    from nnunetv2_mn.training.step_results import to_host
+
     step = {"nnunet": lambda: base.train_step({"data": x, "target": target}),
-            "stage1": lambda: mn.stage1_step(x, target),
-            "3d_student": lambda: mn.train_3d_student(x[:B - b_u], tl, x[B - b_u:]),
+            "stage1": lambda: to_host(mn.stage1_step(x, target)),
+            "3d_student": lambda: to_host(mn.train_3d_student(x[:B - b_u], tl, x[B - b_u:])),
             "2d_teacher": lambda: (as_teacher(), teacher()),
-            "2d_student": lambda: mn.train_2d_student(x[:B - b_u], tl, x[B - b_u:])}
+            "2d_student": lambda: to_host(mn.train_2d_student(x[:B - b_u], tl, x[B - b_u:]))}
     steps = {k: step[k] for k in phases if k != "predict"}
     if getattr(a, "ab", False):  # every M&N kind with and without the levers, in turns
         steps = {name: fn for k, f in steps.items() for name, fn in (
