@@ -19,7 +19,6 @@ there) is not run again. Raw values: `<out stem>_raw/<row>.json`.
 """
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -28,6 +27,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from benchmarks.hippocampus.bench_trainers import SPEC_FILE
+from benchmarks.hippocampus.runner import bench_env
+from benchmarks.hippocampus.spec import BENCH_MODULE, SUMMARY_MM
+from benchmarks.hippocampus.trainers import FACTORY
 from nnunetv2_mn.evaluation.compare import compare_summaries, per_case_foreground_mean
 from nnunetv2_mn.evaluation.evaluate import evaluate_folder
 
@@ -64,19 +67,12 @@ class PredictBench:
     def __init__(self, workdir: Path, schedule: str = "cpu", dry_run: bool = False):
         self.workdir, self.schedule, self.dry = workdir.resolve(), schedule, dry_run
         self.out_root = self.workdir / "predictions" / f"{schedule}_predict"
-        self.env = dict(os.environ)
-        self.env.update({k: str(self.workdir / k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
-        ext = [p for p in self.env.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
-        self.env["nnUNet_extTrainer"] = os.pathsep.join(ext + [str(self.trainer_folder())])
-        self.env["PYTHONUNBUFFERED"] = "1"
+        self.env = bench_env(self.workdir, self.trainer_folder())
 
     def trainer_folder(self) -> Path:
         """The benchmark's trainer classes for this package version: the factory module of this checkout with the
         variants the rows were trained with (`<workdir>/bench_trainers/<schedule>/variants.json`), in a folder of
         its own, so that the driver's folder (written by the code a running row uses) is never touched."""
-        from benchmarks.hippocampus.bench_trainers import SPEC_FILE
-        from benchmarks.hippocampus.trainers import BENCH_MODULE, FACTORY
-
         source = self.workdir / BENCH_MODULE / self.schedule / SPEC_FILE
         if not source.is_file():
             raise FileNotFoundError(f"{source}: no benchmark run of schedule {self.schedule!r} in {self.workdir}")
@@ -102,7 +98,7 @@ class PredictBench:
         """One prediction command on the row's test images into `out`; its wall seconds (None: done earlier)."""
         raw = self.workdir / "nnUNet_raw" / record["dataset"]
         n_test = len(list((raw / "labelsTs").iterdir()))
-        if out.is_dir() and len(list(out.glob("*.nii.gz"))) == n_test and (out / "summary_mm.json").is_file():
+        if out.is_dir() and len(list(out.glob("*.nii.gz"))) == n_test and (out / SUMMARY_MM).is_file():
             return None
         cmd = [command, "-i", str(raw / "imagesTs"), "-o", str(out), "-d", record["dataset"], "-c", "3d_fullres",
                "-tr", record["bench_trainer"], "-p", "nnUNetPlans", "-f", "all", "-device", "cpu", "-npp", "1",
@@ -119,7 +115,7 @@ class PredictBench:
         return time.time() - start
 
     def evaluate(self, record: dict, pred: Path) -> dict:
-        summary_file = pred / "summary_mm.json"
+        summary_file = pred / SUMMARY_MM
         if summary_file.is_file():
             return json.loads(summary_file.read_text())
         raw = self.workdir / "nnUNet_raw" / record["dataset"]

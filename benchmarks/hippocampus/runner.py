@@ -20,13 +20,28 @@ from .report import fmt, json_safe, write_report
 from .trainers import write_trainer_module
 
 # ====================================================================================================== running
+NNUNET_DIRS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+
+
+def bench_env(workdir: Path, trainer_dir: Path) -> dict:
+    """The environment of the benchmark's console scripts: nnU-Net's three folders inside `workdir`, `trainer_dir`
+    (the benchmark's trainer classes) appended to nnUNet_extTrainer, unbuffered output."""
+    env = dict(os.environ)
+    env.update({k: str(workdir / k) for k in NNUNET_DIRS})
+    env["PYTHONUNBUFFERED"] = "1"
+    ext = [p for p in env.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
+    if str(trainer_dir) not in ext:
+        ext.append(str(trainer_dir))
+    env["nnUNet_extTrainer"] = os.pathsep.join(ext)
+    return env
+
 class Bench:
     def __init__(self, args, schedule: Schedule):
         self.args, self.schedule = args, schedule
         self.workdir = Path(args.workdir).resolve()
         self.datasets = TINY_DATASETS if args.tiny else DATASETS
         self.source = Path(args.source).resolve()
-        self.dirs = {k: self.workdir / k for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+        self.dirs = {k: self.workdir / k for k in NNUNET_DIRS}
         # one folder per schedule: runs of different schedules never replace each other's trainer module
         self.trainer_dir = self.workdir / BENCH_MODULE / schedule.name
         self.logs = self.workdir / "logs"
@@ -35,13 +50,7 @@ class Bench:
 
     # ---------------------------------------------------------------- environment and commands
     def env(self, model2d_source: Optional[str] = None) -> dict:
-        env = dict(os.environ)
-        env.update({k: str(v) for k, v in self.dirs.items()})
-        env["PYTHONUNBUFFERED"] = "1"
-        ext = [p for p in env.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
-        if str(self.trainer_dir) not in ext:
-            ext.append(str(self.trainer_dir))
-        env["nnUNet_extTrainer"] = os.pathsep.join(ext)
+        env = bench_env(self.workdir, self.trainer_dir)
         env.pop(ENV_2D_MODEL, None)  # it would apply to every 2D kind; set per row below
         if model2d_source:
             env[ENV_2D_MODEL] = model2d_source

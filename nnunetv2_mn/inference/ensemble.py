@@ -15,7 +15,8 @@ and mirroring, fold averaging, resampling and export unchanged). Only `predict_l
 extended: with weight w > 0 the case's 3D probabilities softmax(z_3D) are mixed with f's,
     P = (1 - w) softmax(z_3D) + w P_2D,
 P_2D the mean over folds of f's prediction on every slice of the preprocessed volume along each saved axis (Eq. 2,
-views fused as in training: the mean of softmaxes with the kept `view_weights`), and log P is returned as the logits (nnU-Net's softmax of it is P).
+views fused as in training: the mean of softmaxes with the kept `view_weights`), and log P is returned as the logits
+(nnU-Net's softmax of it is P).
 w = 0 returns nnU-Net's logits untouched: the files are those of `nnUNetv2_predict`.
 
 Each piece is a module function that the uncertainty command (`nnunetv2_mn.inference.uncertainty`, its 2D/3D
@@ -122,8 +123,8 @@ def load_models2d(model_training_output_dir: str, folds: Sequence, label_manager
 def predict_2d_probabilities(models2d: Sequence[Tuple[nn.Module, dict]], data: torch.Tensor, patch_size: Sequence[int],
                              device: torch.device, slice_chunk: int = 64) -> torch.Tensor:
     """P_2D of a preprocessed case (C, X, Y, Z), on the CPU in float32: every slice along each saved axis, views
-    fused with each model's `view_weights`, folds averaged; the volume padded to at least `patch_size` as nnU-Net's sliding window does (no
-    mirroring), the padding removed again."""
+    fused with each model's `view_weights`, folds averaged; the volume padded to at least `patch_size` as nnU-Net's
+    sliding window does (no mirroring), the padding removed again."""
     padded, revert = pad_nd_image(data, patch_size, "constant", {"value": 0}, True, None)
     x = padded[None].to(device, non_blocking=True)
     total = None
