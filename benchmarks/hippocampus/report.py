@@ -72,6 +72,18 @@ def _load_cell(record: dict) -> str:
     return f"{a[0]:.1f} -> {b[0]:.1f}" if a and b else "n/a"
 
 
+def row_wall_s(record: dict) -> dict:
+    """A row's wall seconds (train, predict, evaluate, total). A training resumed with `--c` after its earlier
+    invocations were killed with their session counts the epoch times in its checkpoint (each epoch once, start-up
+    and the interrupted epoch left out); otherwise the training invocation's wall time."""
+    wall = dict(record["wall_s"])
+    epoch_s = (record.get("train_log") or {}).get("epoch_s")
+    if record.get("resumed_training") and epoch_s:
+        wall["train"] = sum(epoch_s)
+        wall["total"] = sum(wall.get(k) or 0.0 for k in ("train", "predict", "evaluate"))
+    return wall
+
+
 def _minutes(x) -> str:
     return "n/a" if x is None else f"{x / 60:.1f}"
 
@@ -143,7 +155,7 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
             continue
         sm = r["summary_mm"]
         cells = [metric_cell(sm, k, None, 2 if k in ("HD95", "ASD") else 3) for k in METRICS]
-        wall = "same run" if r.get("same_as") else _minutes(r["wall_s"].get("total"))
+        wall = "same run" if r.get("same_as") else _minutes(row_wall_s(r).get("total"))
         L.append(f"| {name} | {r['num_labeled']} | `{r['trainer']}` | {r['model2d']} | " + " | ".join(cells)
                  + f" | {row_updates_3d(r)} | {wall} |")
     L += ["", "Per case, the mean over the labels with a finite value; cases where no label has one are left out "
@@ -190,9 +202,10 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
         if r.get("status") != "ok":
             L.append(f"| {r['row']} | failed | | | | | | |")
             continue
-        w = r["wall_s"]
+        w = row_wall_s(r)
         total_rows += w.get("total") or 0.0
-        L.append(f"| {r['row']} | {_minutes(w.get('train'))} | {_minutes(w.get('predict'))} | "
+        resumed = " (resumed)" if r.get("resumed_training") else ""
+        L.append(f"| {r['row']} | {_minutes(w.get('train'))}{resumed} | {_minutes(w.get('predict'))} | "
                  f"{_minutes(w.get('evaluate'))} | {_minutes(w.get('total'))} | "
                  f"{_minutes(r.get('estimate_s', {}).get('total'))} | "
                  f"{fmt((r.get('train_log') or {}).get('mean_epoch_s'), 1)} | {_load_cell(r)} |")
@@ -201,7 +214,9 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
           f"{(total_rows + prep_total) / 60:.1f} min** (rows + data sets; a resumed run counts each step once, "
           "from the run that did it)."]
     if any(r.get("resumed_training") for r in records):
-        L.append("Rows marked resumed continued an interrupted training (`--c`): their train time is the last part only.")
+        L.append("Rows marked resumed continued an interrupted training (`--c`): their train time is the sum of the "
+                 "epoch times in the checkpoint (each epoch once; the start-up and the interrupted epoch of the "
+                 "killed runs are not counted).")
     L += ["", "## Data sets", "", "| data set | labelled | unlabelled | test | patch | batch | spacing |",
           "|---|---|---|---|---|---|---|"]
     for folder, d in sorted(prep.items()):
@@ -394,7 +409,7 @@ def plot_walltime(records: List[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 1.0 + 0.42 * max(1, len(rows))))
     left = [0.0] * len(rows)
     for part, color in (("train", "tab:blue"), ("predict", "tab:orange"), ("evaluate", "tab:green")):
-        vals = [(r["wall_s"].get(part) or 0.0) / 60 for r in rows]
+        vals = [(row_wall_s(r).get(part) or 0.0) / 60 for r in rows]
         ax.barh(range(len(rows)), vals, left=left, color=color, label=part)
         left = [a + b for a, b in zip(left, vals)]
     est = [r.get("estimate_s", {}).get("total", 0) / 60 for r in rows]

@@ -254,6 +254,20 @@ def test_report_from_fabricated_summaries(tmp_path):
     assert again["summary_mm"]["metric_per_case"][1]["metrics"]["2"]["HD95"] is None  # strict JSON, NaN -> null
 
 
+def test_report_counts_every_epoch_of_a_resumed_training(tmp_path):
+    # the invocation that finished ran 3 min of the 6 epochs; the killed ones left their epoch times in the checkpoint
+    resumed = _record("baseline", [0.8, 0.6], [0.7, 0.5], 3.5, resumed_training=True,
+                      train_log={"epoch_s": [60.0] * 6, "mean_epoch_s": 60.0})
+    whole = _record("mn", [0.9, 0.7], [0.8, 0.6], 7.0, train_log={"epoch_s": [30.0] * 6, "mean_epoch_s": 30.0})
+    meta = {"machine": {"cpu": "Test CPU", "cpu_count": 2, "torch": "2.x", "device": "cpu"},
+            "command": "python -m benchmarks.hippocampus", "started": "t0", "finished": "t1"}
+    md = hb.write_report(tmp_path / "bench.md", [resumed, whole], {}, meta, hb.SCHEDULES["cpu"],
+                         Path("/w"))["md"].read_text()
+    # resumed: 6 epochs x 1 min + predict 20 s + evaluate 10 s; not resumed: the invocation's own wall time
+    assert "| baseline | 6.0 (resumed) | 0.3 | 0.2 | 6.5 |" in md and "| mn | 6.5 | 0.3 | 0.2 | 7.0 |" in md
+    assert "**Total: 13.5 min**" in md and "sum of the epoch times" in md
+
+
 def test_report_only_rewrites_the_report_from_the_work_folder(tmp_path, capsys):
     work, out = tmp_path / "work", tmp_path / "docs" / "bench.md"
     args = ["--report-only", "--workdir", str(work), "--out", str(out)]
