@@ -169,9 +169,9 @@ def markdown(results: List[dict], command: str) -> str:
              "training, its 40 test cases. Nothing was trained for this page and no setting was chosen from it.", "",
              "```bash", command, "```", "",
              "## 2D+3D ensemble (`nnUNetv2_mn_predict_ensemble`)", "",
-             "P = (1 − w)·P_3D + w·P_2D; no test-time mirroring, as the rows' stock predictions. Differences are "
-             "ensemble − stock `nnUNetv2_predict` (the row's benchmark output), paired over the test cases, 95 % "
-             "bootstrap interval, Wilcoxon p.", "",
+             "P = (1 − w)·P_3D + w·P_2D; no test-time mirroring, as the rows' stock predictions; w = 1 is the kept 2D "
+             "model alone. Differences are ensemble − stock `nnUNetv2_predict` (the row's benchmark output), paired "
+             "over the test cases, 95 % bootstrap interval, Wilcoxon p.", "",
              "| row | labelled | 2D model | stock Dice | w | ensemble Dice | Dice difference | p | HD95 difference (mm) "
              "| wall (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:

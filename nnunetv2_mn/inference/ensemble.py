@@ -14,9 +14,10 @@ Prediction (`nnUNetPredictor2D3D`): nnU-Net's own predictor (preprocessing, slid
 and mirroring, fold averaging, resampling and export unchanged). Only `predict_logits_from_preprocessed_data` is
 extended: with weight w > 0 the case's 3D probabilities softmax(z_3D) are mixed with f's,
     P = (1 - w) softmax(z_3D) + w P_2D,
-P_2D the mean over folds of f's prediction on every slice of the preprocessed volume along each saved axis (Eq. 2,
-views fused as in training: the mean of softmaxes with the kept `view_weights`), and log P is returned as the logits
-(nnU-Net's softmax of it is P).
+P_2D nnU-Net's sliding window (patch size, tile step; equal tile weights, no mirroring) over the mean over folds of
+f's prediction on every slice of each patch along each saved axis (Eq. 2, views fused as in training: the mean of
+softmaxes with the kept `view_weights`), so that f sees slices of the size it learned on; log P is returned as the
+logits (nnU-Net's softmax of it is P).
 w = 0 returns nnU-Net's logits untouched: the files are those of `nnUNetv2_predict`.
 
 Each piece is a module function that the uncertainty command (`nnunetv2_mn.inference.uncertainty`, its 2D/3D
@@ -24,11 +25,9 @@ disagreement map) shares: `resolve_folds`, `missing_model2d_files`, `load_models
 """
 import json
 import os
-from contextlib import nullcontext
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-from acvl_utils.cropping_and_padding.padding import pad_nd_image
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from torch import nn
 
@@ -119,21 +118,41 @@ def load_models2d(model_training_output_dir: str, folds: Sequence, label_manager
     return models2d
 
 
+class SliceProbabilities(nn.Module):
+    """f's probabilities for a 3D patch (B, C, *patch) -> (B, K, *patch): every slice along each saved axis (Eq. 2),
+    the views fused with each model's `view_weights` as in training, the mean over folds. The network that nnU-Net's
+    sliding window runs for P_2D."""
+
+    def __init__(self, models2d: Sequence[Tuple[nn.Module, dict]], slice_chunk: int = 64):
+        super().__init__()
+        self.models = nn.ModuleList(model for model, _ in models2d)
+        self.infos = [info for _, info in models2d]
+        self.slice_chunk = slice_chunk
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = [predict_views(model, x, info["slice_axes"], self.slice_chunk, info["view_weights"])[0].float()
+             for model, info in zip(self.models, self.infos)]
+        return torch.stack(p).mean(0)
+
+
 @torch.no_grad()
-def predict_2d_probabilities(models2d: Sequence[Tuple[nn.Module, dict]], data: torch.Tensor, patch_size: Sequence[int],
-                             device: torch.device, slice_chunk: int = 64) -> torch.Tensor:
-    """P_2D of a preprocessed case (C, X, Y, Z), on the CPU in float32: every slice along each saved axis, views
-    fused with each model's `view_weights`, folds averaged; the volume padded to at least `patch_size` as nnU-Net's
-    sliding window does (no mirroring), the padding removed again."""
-    padded, revert = pad_nd_image(data, patch_size, "constant", {"value": 0}, True, None)
-    x = padded[None].to(device, non_blocking=True)
-    total = None
-    for model, info in models2d:
-        with torch.autocast(device.type) if device.type == "cuda" else nullcontext():
-            p = predict_views(model.to(device), x, info["slice_axes"], slice_chunk,
-                              info["view_weights"])[0][0].float().cpu()
-        total = p if total is None else total + p
-    return (total / len(models2d))[(slice(None), *revert[1:])]
+def predict_2d_probabilities(predictor: nnUNetPredictor, models2d: Sequence[Tuple[nn.Module, dict]],
+                             data: torch.Tensor, slice_chunk: int = 64) -> torch.Tensor:
+    """P_2D of a preprocessed case (C, X, Y, Z), float32 on the CPU: nnU-Net's own sliding window (the predictor's
+    patch size and tile step) over `SliceProbabilities`, so that f sees the slices of patches of the size it learned
+    on. f's output moves with the slice size (its encoder's 'SAME' padding and its decoder's resizing to the skips'
+    sizes), so slicing a volume larger than the patch whole shifts it. Overlapping tiles are averaged with equal
+    weights, no mirroring: nnU-Net's Gaussian weights fall below fp16's range at the tiles' corners, where its fp16
+    sums would turn probabilities into 0. The result is normalised to sum to 1 per voxel."""
+    saved = predictor.network, predictor.use_mirroring, predictor.use_gaussian
+    predictor.network, predictor.use_mirroring, predictor.use_gaussian = \
+        SliceProbabilities(models2d, slice_chunk), False, False
+    try:  # nnU-Net's method itself: a subclass's override (the uncertainty command's) is for the 3D network
+        p = nnUNetPredictor.predict_sliding_window_return_logits(predictor, data)
+    finally:
+        predictor.network, predictor.use_mirroring, predictor.use_gaussian = saved
+    p = p.to("cpu", torch.float32)
+    return p / p.sum(0, keepdim=True)  # sums to 1 again after nnU-Net's fp16 sums
 
 
 def check_weight_2d(weight: float) -> float:
@@ -162,8 +181,7 @@ class nnUNetPredictor2D3D(nnUNetPredictor):
 
     def predict_2d_probabilities(self, data: torch.Tensor) -> torch.Tensor:
         """P_2D of a preprocessed case (module function `predict_2d_probabilities`)."""
-        return predict_2d_probabilities(self.models2d, data, self.configuration_manager.patch_size, self.device,
-                                        self.slice_chunk)
+        return predict_2d_probabilities(self, self.models2d, data, self.slice_chunk)
 
     def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
         logits = super().predict_logits_from_preprocessed_data(data)

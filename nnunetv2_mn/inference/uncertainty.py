@@ -198,8 +198,7 @@ class nnUNetPredictorWithUncertainty(nnUNetPredictor):
         self.last_disagreement = None
         if self.models2d:
             p3d = torch.softmax(logits.to("cpu", torch.float32), 0)  # nnU-Net's probabilities, as the ensemble's
-            p2d = predict_2d_probabilities(self.models2d, data, self.configuration_manager.patch_size, self.device,
-                                           self.slice_chunk)
+            p2d = predict_2d_probabilities(self, self.models2d, data, self.slice_chunk)
             self.last_disagreement = disagreement_2d3d(p3d, p2d).numpy()
         if self._case is not None and self._case["ofile"] is not None:
             self._write_case_map(self.last_uncertainty, UNCERTAINTY_FOLDER)

@@ -12,8 +12,8 @@ import pytest
 import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-from nnunetv2_mn.inference.ensemble import MODEL2D_FOLDER, load_model2d, nnUNetPredictor2D3D
-from nnunetv2_mn.mn.slicing import predict_views
+from nnunetv2_mn.inference.ensemble import (MODEL2D_FOLDER, load_model2d, nnUNetPredictor2D3D,
+                                            predict_2d_probabilities)
 
 pytestmark = pytest.mark.slow
 
@@ -49,16 +49,17 @@ def test_kept_2d_model_and_ensemble_prediction(trained_mn, tmp_path, cli):
               ws["env"], check=False)
     assert bad.returncode != 0 and "[0, 1]" in bad.stderr
 
-    # the mixed probabilities on a preprocessed case: (1 - w) softmax(stock logits) + w P_2D, returned as log
+    # the mixed probabilities on a preprocessed case: (1 - w) softmax(stock logits) + w P_2D, returned as log; P_2D
+    # from nnU-Net's sliding window over the 2D model's slice predictions (tests/inference/test_model2d.py)
     torch.manual_seed(0)
     data = torch.randn(1, 20, 36, 40)  # not a multiple of the patch: padded for the 2D model as for the 3D one
     plain = nnUNetPredictor(device=torch.device("cpu"), use_mirroring=False)
     plain.initialize_from_trained_model_folder(str(model_dir), [0])
     ours = nnUNetPredictor2D3D(device=torch.device("cpu"), use_mirroring=False, weight_2d=0.25)
     ours.initialize_from_trained_model_folder(str(model_dir), [0])
-    model, _ = load_model2d(str(kept))
+    model, info = load_model2d(str(kept))
     with torch.no_grad():
-        p2d = predict_views(model, data[None], (0,))[0][0]
+        p2d = predict_2d_probabilities(plain, [(model, info)], data)
         p3d = torch.softmax(plain.predict_logits_from_preprocessed_data(data).float(), 0)
         mixed = torch.softmax(ours.predict_logits_from_preprocessed_data(data), 0)
     torch.testing.assert_close(mixed, 0.75 * p3d + 0.25 * p2d, atol=1e-5, rtol=1e-4)

@@ -19,10 +19,9 @@ import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
 import nnunetv2_mn.inference.uncertainty as U
-from nnunetv2_mn.inference.ensemble import MODEL2D_FOLDER, load_model2d
+from nnunetv2_mn.inference.ensemble import MODEL2D_FOLDER, load_model2d, predict_2d_probabilities
 from nnunetv2_mn.inference.uncertainty import (DISAGREEMENT_FOLDER, LogitsAndProbabilities, disagreement_2d3d,
                                                nnUNetPredictorWithUncertainty, normalized_entropy, summarize)
-from nnunetv2_mn.mn.slicing import predict_views
 
 TRAINER = "nnUNetTrainerMeanTeacher_debug"
 
@@ -268,10 +267,10 @@ def test_disagreement_map_of_kept_2d_model(trained_mn, tmp_path, cli):
     plain.initialize_from_trained_model_folder(str(model_dir), [0])
     ours = nnUNetPredictorWithUncertainty(device=torch.device("cpu"), use_mirroring=False, disagreement=True)
     ours.initialize_from_trained_model_folder(str(model_dir), [0])
-    model, _ = load_model2d(str(model_dir / "fold_0" / MODEL2D_FOLDER))
+    model, info = load_model2d(str(model_dir / "fold_0" / MODEL2D_FOLDER))
     with torch.no_grad():
         p3d = torch.softmax(plain.predict_logits_from_preprocessed_data(data).float(), 0)
-        p2d = predict_views(model, data[None], (0,))[0][0]
+        p2d = predict_2d_probabilities(plain, [(model, info)], data)  # the ensemble's P_2D
         logits = plain.predict_logits_from_preprocessed_data(data)
         assert torch.equal(ours.predict_logits_from_preprocessed_data(data), logits)  # the segmentation is the 3D one
     expected = 0.5 * (p3d - p2d).abs().sum(0)
