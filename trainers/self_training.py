@@ -134,7 +134,12 @@ class nnUNetTrainerSelfTraining(nnUNetTrainerSemiSupervised):
         return {**result, "b_u": b_u, "b_l": self.num_labeled(b_u)}
 
 
+class nnUNetTrainerSelfTraining_ReplaceUnlabeled(nnUNetTrainerSelfTraining):
+    """The student's b_u pseudo-labelled samples take the place of labelled ones (b_l = B - b_u) instead of coming
+    on top of nnU-Net's whole labelled batch (the default)."""
+    unlabeled_samples = "replace"
+
+
 class nnUNetTrainerSelfTraining_AddUnlabeled(nnUNetTrainerSelfTraining):
-    """The student keeps nnU-Net's whole labelled batch (b_l = B) and learns from b_u pseudo-labelled samples on
-    top of it, instead of in place of labelled ones."""
+    """The default since the benchmark chose it; kept so that runs trained under this name resume and predict."""
     unlabeled_samples = "add"

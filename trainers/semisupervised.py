@@ -68,10 +68,11 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
     #: how the rule's unlabelled share becomes b_u per step: 'expected' (stochastic rounding, E[b_u] = share * B
     #: at any batch size) or 'floor' (Eq. 10 as printed; coarse at nnU-Net's batch sizes)
     sampling_rounding: str = "expected"
-    #: how the b_u unlabelled samples enter a step: 'replace' (the paper: they take the place of labelled samples,
-    #: b_l = B - b_u) or 'add' (nnU-Net's whole labelled batch stays, b_l = B, and the b_u unlabelled samples come
-    #: on top: B + b_u samples per step, each part weighted by its count as in Eq. 5)
-    unlabeled_samples: str = "replace"
+    #: how the b_u unlabelled samples enter a step: 'add' (default: nnU-Net's whole labelled batch stays, b_l = B,
+    #: and the b_u unlabelled samples come on top: B + b_u samples per step, each part weighted by its count as in
+    #: Eq. 5; chosen by the Hippocampus benchmark, docs/method.md) or 'replace' (the paper: they take the place of
+    #: labelled samples, b_l = B - b_u)
+    unlabeled_samples: str = "add"
     #: stage 1: share of the epochs trained on labelled data only before unlabelled samples may enter a batch
     stage1_fraction: float = 0.0
     #: nnU-Net schedule attributes (num_epochs, num_iterations_per_epoch, ...) a variant overrides

@@ -25,8 +25,14 @@ Schedules are applied without touching the package: the factory module `bench_tr
 `variants.json` in `<workdir>/bench_trainers/<schedule>/` make `<Trainer>_bench<schedule>(<Trainer>)` classes with
 `schedule_overrides` (and, on CPU, an offline 2D model for the SegFormer-based trainers); the folder is appended
 to `nnUNet_extTrainer` for the subprocesses, where nnU-Net's own trainer lookup finds them.
-Resumable: a row whose predictions and summaries exist is skipped; a row whose training finished is
-only predicted and evaluated again.
+Resumable: a row whose record says ok is skipped; a row whose training finished is only predicted and
+evaluated again; an interrupted training resumes with `--c`. A results folder remembers the settings it was
+trained with and is never resumed by a row whose settings differ. On a new machine, `--import-records
+docs/benchmarks/hippocampus_raw` takes the finished rows of the committed report into the work folder (the data
+sets are prepared again and must give the same split and plans), so that the table goes on where it stopped:
+
+    python -m benchmarks.hippocampus --schedule cpu --workdir ~/mn_bench_cpu \
+        --import-records docs/benchmarks/hippocampus_raw --rows self_training
 """
 from .cli import main, parse_args  # noqa: F401
 from .cost import *  # noqa: F401,F403

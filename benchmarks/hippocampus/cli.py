@@ -22,6 +22,9 @@ def parse_args(argv=None):
     p.add_argument("--dry-run", action="store_true", help="print the schedule, expected times and commands only")
     p.add_argument("--report-only", action="store_true",
                    help="write the report from the finished rows in --workdir; run nothing")
+    p.add_argument("--import-records", default=None, metavar="RAW_DIR",
+                   help="first take the finished rows of a report's raw folder (e.g. docs/benchmarks/hippocampus_raw, "
+                        "made on another machine) into --workdir: they are skipped and reported")
     p.add_argument("--tiny", action="store_true",
                    help="smoke test: 2 epochs x 2 iterations, 2 labelled / 4 test / 10 unlabelled cases")
     p.add_argument("--epochs", type=int, default=None, help="override the schedule's epochs (renames the schedule)")
@@ -47,6 +50,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     schedule = schedule_from_args(args)
     bench = Bench(args, schedule)
+    if args.import_records:
+        bench.import_records(Path(args.import_records))
     if args.report_only:
         return bench.report()
     return bench.main(args.rows or default_rows(schedule))

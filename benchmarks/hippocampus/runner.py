@@ -21,6 +21,8 @@ from .trainers import write_trainer_module
 
 # ====================================================================================================== running
 NNUNET_DIRS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+#: written into a row's results folder at its first training: the trainer settings it is trained with
+ROW_SETTINGS = "bench_row.json"
 
 
 def bench_env(workdir: Path, trainer_dir: Path) -> dict:
@@ -146,10 +148,9 @@ class Bench:
         return self.records / self.schedule.name / f"{name}.json"
 
     def row_done(self, p: PlannedRow) -> bool:
-        rec, pred = self.record_path(p.row.name), self.prediction_folder(p)
-        if not rec.is_file() or not (pred / SUMMARY_MM).is_file() or not (pred / SUMMARY_VOXEL).is_file():
-            return False
-        return json.loads(rec.read_text()).get("status") == "ok"
+        """A finished row: its record says ok (made here, or imported with --import-records from another machine)."""
+        rec = self.record_path(p.row.name)
+        return rec.is_file() and json.loads(rec.read_text()).get("status") == "ok"
 
     def row_commands(self, p: PlannedRow) -> Dict[str, List[str]]:
         s, spec = self.schedule, p.spec
@@ -183,10 +184,13 @@ class Bench:
         out = self.result_folder(p)
         train_record = self.records / self.schedule.name / f"{p.row.name}.train.json"
         wall = {}
+        if not self.dry:
+            self.claim_result_folder(p, out)
         if (out / "checkpoint_final.pth").is_file() and not self.dry:
             self.say(f"{p.row.name}: training already finished ({out}), not trained again")
-            wall["train"] = json.loads(train_record.read_text())["seconds"] if train_record.is_file() else None
-            resumed = False
+            earlier = json.loads(train_record.read_text()) if train_record.is_file() else {}
+            wall["train"] = earlier.get("seconds")
+            resumed = bool(earlier.get("resumed", False))
         else:
             resumed = (out / "checkpoint_latest.pth").is_file() and not self.dry
             # wall seconds summed over the training invocations of this row that ran to their end; an invocation
@@ -219,6 +223,64 @@ class Bench:
         return {"status": "ok", "wall_s": wall, "resumed_training": resumed, "train_log": training_log(out),
                 "loadavg_end": _loadavg(),
                 "summary_mm": summary_mm, "summary_voxel": summary_vox}
+
+    def claim_result_folder(self, p: PlannedRow, out: Path) -> None:
+        """Refuse to resume or reuse a results folder that was trained with other settings (a renamed row, a changed
+        default): `ROW_SETTINGS` in the folder holds what it was trained with."""
+        mine = json.loads(json.dumps(json_safe({"trainer": p.row.trainer, "dataset": p.spec.folder,
+                                                "attributes": p.attrs})))
+        guard = out / ROW_SETTINGS
+        if guard.is_file():
+            theirs = json.loads(guard.read_text())
+            if theirs != mine:
+                changed = sorted(k for k in set(theirs.get("attributes", {})) | set(mine["attributes"])
+                                 if theirs.get("attributes", {}).get(k) != mine["attributes"].get(k))
+                raise RuntimeError(f"{out} was trained by {theirs.get('trainer')} with other settings than row "
+                                   f"{p.row.name} has now (differing: {changed or 'trainer or data set'}); delete "
+                                   f"that folder (and {self.record_path(p.row.name).name}.train.json) to train the row "
+                                   f"again, or use another --workdir")
+        elif (out / "checkpoint_latest.pth").is_file() or (out / "checkpoint_final.pth").is_file():
+            raise RuntimeError(f"{out} holds a training without {ROW_SETTINGS}: its settings are unknown; delete it "
+                               f"to train row {p.row.name}")
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            guard.write_text(json.dumps(mine, indent=1))
+
+    def import_records(self, folder: Path) -> List[str]:
+        """Take the finished rows of a report's raw folder (another machine's work folder, e.g.
+        docs/benchmarks/hippocampus_raw) into this work folder, so that the driver skips them and the report holds
+        them. A row that already has a record here is kept as it is. The data sets' splits are imported too and
+        checked against the ones this machine prepares (`check_same_split`)."""
+        folder = Path(folder)
+        run_file = folder / "run.json"
+        if not run_file.is_file():
+            raise SystemExit(f"{run_file} not found: --import-records takes the raw folder a report wrote")
+        run = json.loads(run_file.read_text())
+        if run.get("schedule", {}).get("name") != self.schedule.name:
+            raise SystemExit(f"{folder} holds schedule {run.get('schedule', {}).get('name')!r}, not "
+                             f"{self.schedule.name!r}")
+        dest = self.records / self.schedule.name
+        dest.mkdir(parents=True, exist_ok=True)
+        imported = []
+        for f in sorted(folder.glob("*.json")):
+            if f.name in ("run.json", "comparisons.json", SPEC_FILE):
+                continue
+            rec = json.loads(f.read_text())
+            if rec.get("status") != "ok" or (dest / f.name).is_file():
+                continue
+            rec["imported_from"] = str(folder)
+            (dest / f.name).write_text(json.dumps(rec, indent=1))
+            imported.append(rec["row"])
+        prep_file = dest / "prep.json"
+        prep = json.loads(prep_file.read_text()) if prep_file.is_file() else {}
+        for name, entry in run.get("prep", {}).items():
+            prep.setdefault(name, entry)
+        prep_file.write_text(json.dumps(prep, indent=2))
+        if not (dest / "invocations.json").is_file():
+            earlier = run.get("meta", {}).get("invocations") or [run.get("meta", {})]
+            (dest / "invocations.json").write_text(json.dumps(earlier, indent=1))
+        self.say(f"imported {len(imported)} finished row(s) from {folder}: {', '.join(imported) or '-'}")
+        return imported
 
     def base_record(self, p: PlannedRow) -> dict:
         cmds = self.row_commands(p)
@@ -272,8 +334,10 @@ class Bench:
                 continue
             if not self.dry:
                 entry = prep.setdefault(spec.folder, {"wall_s": {}, "commands": []})
-                entry["wall_s"].update(times)
-                entry.update(dataset_facts(self.raw(spec), self.dirs["nnUNet_preprocessed"] / spec.folder))
+                facts = dataset_facts(self.raw(spec), self.dirs["nnUNet_preprocessed"] / spec.folder)
+                check_same_split(entry, facts, spec.folder)
+                entry.setdefault("wall_s", {}).update(times)
+                entry.update(facts)
                 prep_file.parent.mkdir(parents=True, exist_ok=True)
                 prep_file.write_text(json.dumps(prep, indent=2))
         for p in planned:
@@ -354,6 +418,19 @@ class Bench:
         s = self.schedule
         print(schedule_text(s, planned, self.datasets), flush=True)
 
+
+
+def check_same_split(earlier: dict, facts: dict, folder: str) -> None:
+    """The rows of a table compare per test case: a data set prepared again (another machine, imported records)
+    must hold the same labelled and test cases and the same plans as the one the earlier rows ran on."""
+    for part, keys in (("split", ("seed", "num_labeled", "num_test", "labeled", "test")),
+                       ("plans", ("patch_size", "batch_size", "spacing"))):
+        old, new = earlier.get(part) or {}, facts.get(part) or {}
+        differ = [k for k in keys if k in old and k in new and old[k] != new[k]]
+        if differ:
+            raise RuntimeError(f"{folder}: the {part} prepared here differs from the one the earlier rows of this "
+                               f"table ran on ({', '.join(differ)}); their results cannot be compared: use another "
+                               f"--workdir without imported records")
 
 
 def training_log(folder: Path) -> dict:

@@ -20,8 +20,15 @@ def test_default_rows_cover_the_issues():
     """Issue #9: the headline rows first (baseline, M&N, self-training, the 4-label pair), the second runs, then the
     ablations (first the two semi-supervised rows with the labelled batch kept whole) and the ceiling."""
     cpu = hb.default_rows(hb.SCHEDULES["cpu"])
-    assert cpu[:11] == ["baseline", "mn", "self_training", "baseline_4lab", "mn_4lab", "baseline_run2", "mn_run2",
-                        "baseline_4lab_run2", "mn_4lab_run2", "mn_add", "self_training_add"]
+    assert cpu[:14] == ["baseline", "mn", "self_training", "baseline_4lab", "mn_4lab", "baseline_run2", "mn_run2",
+                        "baseline_4lab_run2", "mn_4lab_run2", "mn_replace", "self_training_replace",
+                        "mn_replace_run2", "mn_4lab_replace", "mn_4lab_replace_run2"]
+    # the default rows run the defaults; the *_replace rows the paper's batch
+    s = hb.SCHEDULES["cpu"]
+    for row in cpu[:14]:
+        attrs = hb.resolved_attributes(hb.ROW_BY_NAME[row].trainer, s)
+        assert attrs.get("unlabeled_samples") == ("replace" if "replace" in row else
+                                                  None if attrs["family"] == "nnunet" else "add"), row
     for row in ("mn_alt_epochs", "mn_floor", "mn_restart", "mn_whole", "mean_teacher", "ceiling",
                 "mn_alt_epochs_equal3d", "baseline_long"):
         assert row in cpu
@@ -57,26 +64,31 @@ def test_cpu_schedule_arithmetic():
                                           + 40 * c["epoch"])
     assert base["predict"] == pytest.approx(c["predict_start"] + 40 * c["predict_case"])
     assert base["total"] == pytest.approx(base["train"] + base["predict"] + c["evaluate"])
-    # M&N: 5 stage-1 epochs (both models learn), then a 3D-student and a 2D-student step in every iteration
+    # M&N: 5 stage-1 epochs (both models learn), then a 3D-student and a 2D-student step in every iteration, each
+    # on the whole labelled batch and an unlabelled sample on top (1.5 x the samples of a stage-1 step)
     attrs = hb.resolved_attributes("nnUNetTrainerMN", s)
     assert attrs["branch2d_kind"] == "effnet_lite0" and attrs["branch2d_finetune"] == "lora"
     t2, f2 = c["2d_train"]["effnet_lite0/lora"], c["2d_forward"]["effnet_lite0/lora"]
-    steps = 25 * (5 * (c["3d_train"] + t2) + 35 * ((c["3d_train"] + f2 / 2) + (c["3d_forward"] / 2 + t2)))
+    steps = 25 * (5 * (c["3d_train"] + t2) + 35 * ((1.5 * c["3d_train"] + f2 / 2) + (c["3d_forward"] / 2 + 1.5 * t2)))
     mn = hb.estimate_row(attrs, s, 40, 152)
     assert mn["train"] == pytest.approx(c["train_start"] + steps + 200 * (c["3d_forward"] + f2) + 40 * c["epoch"])
     # the paper's alternation by epoch: 18 3D-student and 17 2D-student epochs
     alt = hb.estimate_row(hb.resolved_attributes("nnUNetTrainerMN_AlternateEpochs", s), s, 40, 152)
-    alt_steps = 25 * (5 * (c["3d_train"] + t2) + 18 * (c["3d_train"] + f2 / 2) + 17 * (c["3d_forward"] / 2 + t2))
+    alt_steps = 25 * (5 * (c["3d_train"] + t2) + 18 * (1.5 * c["3d_train"] + f2 / 2)
+                      + 17 * (c["3d_forward"] / 2 + 1.5 * t2))
     assert alt["train"] == pytest.approx(mn["train"] - steps + alt_steps)
     # fixed pseudo-masks (no co-training) never train the 2D model after stage 1
     noco = hb.estimate_row(hb.resolved_attributes("nnUNetTrainerMN_NoCoTrain", s), s, 40, 152)
-    assert noco["train"] == pytest.approx(mn["train"] - 35 * 25 * (c["3d_forward"] / 2 + t2))
+    assert noco["train"] == pytest.approx(mn["train"] - 35 * 25 * (c["3d_forward"] / 2 + 1.5 * t2))
     # pseudo-foreground crops add one sliding window per unlabelled case and refresh (5 refreshes in 35 epochs)
     biased = dict(attrs, unlabeled_foreground_bias=0.5, pseudo_mask_refresh_fraction=0.125)
     assert hb.estimate_row(biased, s, 40, 152)["train"] == pytest.approx(mn["train"] + 7 * 152 * c["pseudo_mask_case"])
     # self-training: nnU-Net steps and one prediction of every unlabelled case
-    st = hb.estimate_row(hb.resolved_attributes("nnUNetTrainerSelfTraining", s), s, 40, 152)
+    st = hb.estimate_row(hb.resolved_attributes("nnUNetTrainerSelfTraining_ReplaceUnlabeled", s), s, 40, 152)
     assert st["train"] == pytest.approx(base["train"] + 152 * c["pseudo_mask_case"])
+    # ... and with the pseudo-labelled samples on top (the default), the student's 20 epochs train 1.5 x the samples
+    st_add = hb.estimate_row(hb.resolved_attributes("nnUNetTrainerSelfTraining", s), s, 40, 152)
+    assert st_add["train"] == pytest.approx(st["train"] + 0.5 * 20 * 25 * c["3d_train"])
     # mirroring multiplies the prediction
     assert hb.estimate_row({"family": "nnunet"}, hb.SCHEDULES["gpu"], 40)["predict"] > 0
 
@@ -361,3 +373,94 @@ def test_noise_note_names_the_largest_run_to_run_difference():
     assert "`mn` vs `mn_run2` -0.009 Dice, -0.02 mm HD95" in note and "`baseline` vs `baseline_run2`" in note
     assert "smaller than about 0.009 Dice" in note and "`mn` vs `baseline`" not in note
     assert "not known" in hb.noise_note(rows[:1])[0]
+
+
+# ------------------------------------------------------------------------------------------------ new machine
+def _raw_folder(tmp_path, records, split_test=("hippocampus_001", "hippocampus_002")):
+    raw = tmp_path / "docs_raw"
+    raw.mkdir()
+    prep = {"Dataset508_Hippocampus_8lab": {"wall_s": {"make": 1.0}, "split": {"seed": 0, "num_labeled": 8,
+            "num_test": 40, "labeled": ["hippocampus_003"], "test": list(split_test)},
+            "plans": {"patch_size": [40, 56, 40], "batch_size": 9, "spacing": [1, 1, 1]}}}
+    meta = {"started": "t0", "finished": "t1", "command": "python -m benchmarks.hippocampus", "machine": {"cpu": "old"},
+            "invocations": [{"started": "t0", "finished": "t1", "command": "old run", "machine": {"cpu": "old"}}]}
+    (raw / "run.json").write_text(json.dumps({"meta": meta, "prep": prep, "schedule": {"name": "cpu"}}))
+    for rec in records:
+        (raw / f"{rec['row']}.json").write_text(json.dumps(rec))
+    (raw / "comparisons.json").write_text("[]")
+    return raw
+
+
+def test_import_records_continues_the_table_on_a_new_machine(tmp_path):
+    """--import-records: the finished rows of a committed report are skipped and reported; failed ones run again;
+    a row that already has a record here keeps it."""
+    work = tmp_path / "work"
+    raw = _raw_folder(tmp_path, [_record("baseline", [0.8, 0.6], [0.7, 0.5], 5.0),
+                                 {**_record("mn", [0.1], [0.1], 1.0), "status": "failed", "error": "x"},
+                                 _record("self_training", [0.7, 0.6], [0.7, 0.5], 5.0)])
+    bench = hb.Bench(hb.parse_args(["--workdir", str(work), "--out", str(tmp_path / "r.md")]), hb.SCHEDULES["cpu"])
+    mine = work / "rows" / "cpu" / "self_training.json"
+    mine.parent.mkdir(parents=True)
+    mine.write_text(json.dumps(_record("self_training", [0.9, 0.9], [0.9, 0.9], 5.0)))
+    assert bench.import_records(raw) == ["baseline"]
+    planned = {p.row.name: p for p in hb.plan_rows(["baseline", "mn", "self_training"], bench.schedule, bench.datasets)}
+    assert bench.row_done(planned["baseline"]) and not bench.row_done(planned["mn"])
+    assert json.loads(mine.read_text())["summary_mm"]["foreground_mean"]["Dice"] == 0.9  # kept
+    rec = json.loads((work / "rows" / "cpu" / "baseline.json").read_text())
+    assert rec["imported_from"] == str(raw)
+    prep = json.loads((work / "rows" / "cpu" / "prep.json").read_text())
+    assert prep["Dataset508_Hippocampus_8lab"]["split"]["test"] == ["hippocampus_001", "hippocampus_002"]
+    # the report holds the imported rows and the earlier machine's run
+    assert bench.report() == 0
+    md = (tmp_path / "r.md").read_text()
+    assert "| baseline | 8 |" in md and "old run" in md
+    with pytest.raises(SystemExit, match="schedule 'cpu', not 'tiny'"):
+        hb.Bench(hb.parse_args(["--tiny", "--workdir", str(work)]), hb.SCHEDULES["tiny"]).import_records(raw)
+
+
+def test_a_data_set_prepared_again_must_give_the_same_split_and_plans():
+    earlier = {"split": {"seed": 0, "labeled": ["a"], "test": ["b", "c"], "command": "old"},
+               "plans": {"patch_size": [40, 56, 40], "batch_size": 9}}
+    same = {"split": {"seed": 0, "labeled": ["a"], "test": ["b", "c"], "command": "new path"},
+            "plans": {"patch_size": [40, 56, 40], "batch_size": 9, "network": "x"}}
+    hb.check_same_split(earlier, same, "D")  # another command line does not matter
+    hb.check_same_split({}, same, "D")  # nothing earlier
+    with pytest.raises(RuntimeError, match="D: the split .*test"):
+        hb.check_same_split(earlier, {**same, "split": {**same["split"], "test": ["b", "d"]}}, "D")
+    with pytest.raises(RuntimeError, match="D: the plans .*patch_size"):
+        hb.check_same_split(earlier, {**same, "plans": {"patch_size": [48, 56, 40], "batch_size": 9}}, "D")
+
+
+def test_a_results_folder_is_never_resumed_with_other_settings(tmp_path):
+    """A renamed row or a changed default must not continue (or reuse) a training made with other settings."""
+    bench = hb.Bench(hb.parse_args(["--workdir", str(tmp_path / "w")]), hb.SCHEDULES["cpu"])
+    mn, replace = hb.plan_rows(["mn", "mn_replace"], bench.schedule, bench.datasets)
+    out = tmp_path / "results" / "fold_all"
+    bench.claim_result_folder(mn, out)
+    assert json.loads((out / hb.ROW_SETTINGS).read_text())["attributes"]["unlabeled_samples"] == "add"
+    (out / "checkpoint_latest.pth").write_bytes(b"x")
+    bench.claim_result_folder(mn, out)  # the same row resumes
+    with pytest.raises(RuntimeError, match="unlabeled_samples.*delete that folder"):
+        bench.claim_result_folder(replace, out)
+    (out / hb.ROW_SETTINGS).unlink()
+    with pytest.raises(RuntimeError, match="settings are unknown"):
+        bench.claim_result_folder(mn, out)
+
+
+def test_a_finished_training_keeps_its_resumed_flag(tmp_path, monkeypatch):
+    """Predicting a row again whose training finished in an earlier, resumed run keeps `resumed_training` (the
+    report then counts its epoch times, not the last invocation's wall time)."""
+    import nnunetv2_mn.evaluation.evaluate as ev
+    bench = hb.Bench(hb.parse_args(["--workdir", str(tmp_path / "w")]), hb.SCHEDULES["cpu"])
+    p = hb.plan_rows(["baseline"], bench.schedule, bench.datasets)[0]
+    out = bench.result_folder(p)
+    bench.claim_result_folder(p, out)
+    (out / "checkpoint_final.pth").write_bytes(b"")
+    train = bench.records / "cpu" / "baseline.train.json"
+    train.parent.mkdir(parents=True)
+    train.write_text(json.dumps({"seconds": 100.0, "resumed": True, "invocations": []}))
+    monkeypatch.setattr(bench, "run", lambda cmd, *a, **k: 1.0 if cmd[0] == "nnUNetv2_predict" else pytest.fail(cmd))
+    monkeypatch.setattr(ev, "evaluate_folder", lambda *a, **k: {"foreground_mean": {"Dice": 0.5}})
+    monkeypatch.setattr(hb.runner, "training_log", lambda folder: {})
+    rec = bench.run_row(p)
+    assert rec["resumed_training"] is True and rec["wall_s"]["train"] == 100.0

@@ -18,10 +18,11 @@ def test_meanteacher_train_kill_resume_predict(planned_synthetic, tmp_path, stoc
     killed, final = wf.kill_and_resume(tmp_path / "train_console.txt", "mt_teacher_weights")
     killed_at = killed["current_epoch"]
     out = wf.output_folder
-    # the resumed run continued the killed one: one logged value per epoch, b_l + b_u = B every epoch
+    # the resumed run continued the killed one: one logged value per epoch, the whole labelled batch (B = 2) and one
+    # unlabelled sample on top in every epoch (unlabeled_samples='add')
     log = final["logging"]
     assert len(log["train_losses"]) == 4 and len(log["b_u"]) == 4
-    assert all(b_l + b_u == 2 and b_u == 1 for b_l, b_u in zip(log["b_l"], log["b_u"]))
+    assert log["b_l"] == [2] * 4 and log["b_u"] == [1] * 4
     assert final["mt_ema_step"] == 4 * 3  # 4 epochs x 3 iterations: the EMA counter survived the kill
     assert (out / "progress.png").is_file()
     logs = sorted(out.glob("training_log_*.txt"))

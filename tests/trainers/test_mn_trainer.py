@@ -408,14 +408,20 @@ def test_dice_guided_sampling_reads_each_teachers_validation_dice(make_trainer):
 
 
 def test_unlabelled_samples_added_to_the_whole_labelled_batch(make_trainer):
-    """unlabeled_samples='add': each student keeps nnU-Net's whole labelled batch (b_l = B) and learns from the
-    b_u unlabelled samples on top of it; 'replace' (the paper) trains on B - b_u labelled samples."""
-    from nnunetv2_mn.trainers import nnUNetTrainerMN_debugPair
+    """unlabeled_samples='add' (the default): each student keeps nnU-Net's whole labelled batch (b_l = B) and learns
+    from the b_u unlabelled samples on top of it; 'replace' (the paper, nnUNetTrainerMN_ReplaceUnlabeled) trains on
+    B - b_u labelled samples."""
+    from nnunetv2_mn.trainers import (nnUNetTrainerMN, nnUNetTrainerMN_debugPair, nnUNetTrainerMN_ReplaceUnlabeled,
+                                      nnUNetTrainerSelfTraining, nnUNetTrainerSelfTraining_ReplaceUnlabeled)
 
-    class _Add(nnUNetTrainerMN_debugPair):
-        unlabeled_samples = "add"
+    assert nnUNetTrainerMN.unlabeled_samples == nnUNetTrainerSelfTraining.unlabeled_samples == "add"
+    assert nnUNetTrainerMN_ReplaceUnlabeled.unlabeled_samples == "replace"
+    assert nnUNetTrainerSelfTraining_ReplaceUnlabeled.unlabeled_samples == "replace"
 
-    for cls, b_l in ((_Add, 2), (nnUNetTrainerMN_debugPair, 1)):
+    class _Replace(nnUNetTrainerMN_debugPair):
+        unlabeled_samples = nnUNetTrainerMN_ReplaceUnlabeled.unlabeled_samples
+
+    for cls, b_l in ((nnUNetTrainerMN_debugPair, 2), (_Replace, 1)):
         trainer = make_trainer(cls)
         trainer.on_train_start()
         try:

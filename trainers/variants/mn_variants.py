@@ -45,9 +45,14 @@ class nnUNetTrainerMN_AlternateIterations(nnUNetTrainerMN):
     stage2_students = "iterations"
 
 
+class nnUNetTrainerMN_ReplaceUnlabeled(nnUNetTrainerMN):
+    """The paper's batch (Eq. 5): the b_u unlabelled samples take the place of labelled ones (b_l = B - b_u)."""
+    unlabeled_samples = "replace"
+
+
 class nnUNetTrainerMN_AddUnlabeled(nnUNetTrainerMN):
-    """nnU-Net's whole labelled batch in every step (b_l = B) and the b_u unlabelled samples on top of it, instead of
-    in place of labelled ones (B + b_u samples per step)."""
+    """The default since the benchmark chose it (unlabelled samples on top of the whole labelled batch); kept so that
+    runs trained under this name resume (`--c`) and predict."""
     unlabeled_samples = "add"
 
 
