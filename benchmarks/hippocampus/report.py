@@ -162,6 +162,7 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
           "(counted as 'excl.'). HD95/ASD are undefined when a prediction is empty (docs/evaluation.md). "
           "3D steps: optimizer steps of the 3D network (the one that predicts); wall: train + predict + evaluate.", "",
           f"![per-case Dice]({dice_png})", ""]
+    L += renamed_note(ok)
     L += comparison_lines(ok)
     L += ["## Per class", ""]
     head = [f"{k} {labels[l]}" for k in METRICS for l in labels]
@@ -311,6 +312,16 @@ def reading_note(records: List[dict]) -> List[str]:
             f"threshold {LEARNED_DICE}). This run checks that every row goes through the stock commands end to end and "
             "measures its wall time; its Dice differences are those of untrained networks and say nothing about the "
             "methods. Compare methods on a longer schedule.", ""]
+
+
+def renamed_note(records: List[dict]) -> List[str]:
+    """Rows that ran under another name (a default changed after they ran; their record's `renamed_from`)."""
+    parts = [f"`{r['row']}` ran as row `{r['renamed_from']['row']}` (`{r['renamed_from']['trainer']}`, "
+             f"{r['renamed_from'].get('on', '?')})" for r in records if r.get("renamed_from")]
+    if not parts:
+        return []
+    why = sorted({r["renamed_from"].get("why", "") for r in records if r.get("renamed_from")})
+    return [f"**Renamed rows.** {'; '.join(parts)}: {' '.join(w for w in why if w)}.", ""]
 
 
 def noise_note(rows: List[dict]) -> List[str]:
