@@ -17,8 +17,14 @@ def _ids(folder):
     return set(nnUNetDatasetBlosc2.get_identifiers(str(folder)))
 
 
+class _ReplaceMT(nnUNetTrainerMeanTeacher_debug):
+    unlabeled_samples = "replace"
+
+
 def test_batches_hold_b_l_labelled_and_b_u_unlabelled(make_trainer, planned_synthetic):
-    trainer = make_trainer(nnUNetTrainerMeanTeacher_debug, fold=0)
+    """'replace' (the paper's batch): b_l = B - b_u labelled samples, chosen by nnU-Net's oversampling rule; 'add'
+    (the default): nnU-Net's whole labelled batch and the b_u unlabelled samples on top."""
+    trainer = make_trainer(_ReplaceMT, fold=0)
     trainer.on_train_start()
     try:
         labelled, unlabelled = _ids(trainer.preprocessed_dataset_folder), _ids(trainer.unlabeled_folder)
@@ -45,6 +51,12 @@ def test_batches_hold_b_l_labelled_and_b_u_unlabelled(make_trainer, planned_synt
             trainer.compose_batch(batch, batch, 1)
             kept.append(trainer.last_batch_keys[0][0] == batch["keys"][1])
         assert 0.4 < np.mean(kept) < 0.6
+        trainer.unlabeled_samples = nnUNetTrainerMeanTeacher_debug.unlabeled_samples  # the default: 'add'
+        for b_u in (0, 1, 2):
+            batch = next(trainer.dataloader_train)
+            data_l, target_l, data_u = trainer.compose_batch(batch, next(trainer.dataloader_unlabeled), b_u)
+            assert data_l.shape[0] == target_l[0].shape[0] == 2 and trainer.last_batch_keys[0] == list(batch["keys"])
+            assert (data_u is None and b_u == 0) or data_u.shape[0] == len(trainer.last_batch_keys[1]) == b_u
     finally:
         trainer.on_train_end()
 
