@@ -102,6 +102,9 @@ ROWS: List[Row] = [
     Row("mn_4lab_replace", "nnUNetTrainerMN_ReplaceUnlabeled", "small", "M&N (as row mn_replace), 4 labelled cases"),
     Row("mn_4lab_replace_run2", "nnUNetTrainerMN_ReplaceUnlabeled", "small", "row mn_4lab_replace trained again",
         run=2),
+    # issue #12's last open part, one row: does the cheap setting learn as well as the default?
+    Row("mn_cheap", "nnUNetTrainerMN_CPUbf16", "main",
+        "issue #12: the cheap settings (merged LoRA teacher, channels-last, bf16 2D on CPU) vs row mn", gpu=False),
     Row("mn_alt_epochs", "nnUNetTrainerMN_AlternateEpochs", "main",
         "the paper's stage 2: the students alternate by epoch (the 3D network gets ~57 % of the updates)"),
     Row("mn_floor", "nnUNetTrainerMN_FloorSampling", "main", "Eq. 10 as printed: b_u = floor(share x B)"),
@@ -121,8 +124,6 @@ ROWS: List[Row] = [
         "issue #13: the 2D model along all three axes, pseudo-mask = mean of the views (vs one axis; ~3x the 2D cost)"),
     Row("uamt", "nnUNetTrainerUAMT", "main", "UA-MT: Mean Teacher with the entropy mask of 8 noisy teacher passes"),
     Row("dtc", "nnUNetTrainerDTC", "main", "DTC: a level-set head and dual-task consistency on nnU-Net's network"),
-    Row("mn_cheap", "nnUNetTrainerMN_CPUbf16", "main",
-        "issue #12: the cheap settings (merged LoRA teacher, channels-last, bf16 2D on CPU) vs row mn", gpu=False),
     Row("ceiling", "nnUNetTrainer", "full", "nnU-Net with all 160 non-test cases labelled (the ceiling)"),
     Row("mn_decoder", "nnUNetTrainerMN_Decoder", "main", "Table 4: decoder-only fine-tuning of the 2D model",
         cpu=False),
