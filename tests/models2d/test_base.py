@@ -159,7 +159,9 @@ def test_teacher_mode_merges_lora_with_the_same_output_and_restores_everything(k
     assert all(torch.equal(v, state[k]) for k, v in branch.state_dict().items())
     assert list(branch.trainable_state_dict()) == keys
     assert {n: p.requires_grad for n, p in branch.named_parameters()} == grads
-    checks.train_steps(branch, 3 if kind != "toy" else 2, steps=3)  # the adapters learn afterwards
+    # the adapters learn afterwards (lr 1e-3: with the randomised, large B above, AdamW at 1e-2 overshoots on the
+    # EfficientNet-Lite0 U-Net for most seeds, merged or not)
+    checks.train_steps(branch, 3 if kind != "toy" else 2, steps=3, lr=1e-3)
 
 
 def test_teacher_mode_does_nothing_in_train_mode_or_without_lora():
