@@ -3,8 +3,9 @@
 Adds to nnU-Net's trainer (i) a second data loader over the preprocessed unlabelled cases
 (`{data_identifier}_unlabeled/`, see `nnunetv2_mn.paths`), with nnU-Net's training transforms, no
 foreground oversampling and no use of their placeholder `_seg`; (ii) a per-step batch composition:
-of the plans' batch size B, b_u unlabelled and b_l = B - b_u labelled samples; a pluggable `SamplingRule`
-(`sampling`, `sampling_rounding`) gives the unlabelled share of each epoch, and the labelled samples keep
+b_u unlabelled samples on top of nnU-Net's whole labelled batch of the plans' B (`unlabeled_samples='add'`, the
+default) or in place of labelled ones (b_l = B - b_u, the paper's Eq. 5: 'replace'); a pluggable `SamplingRule`
+(`sampling`, `sampling_rounding`) gives the unlabelled share b_u / B of each epoch, and the labelled samples keep
 nnU-Net's share of foreground-forced patches; (iii) extra per-epoch log keys drawn in progress.png; (iv)
 atomic checkpoints with extra state that `--c` restores.
 

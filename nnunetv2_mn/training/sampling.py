@@ -1,5 +1,6 @@
-"""Batch composition: of a batch of B, how many samples are unlabelled (b_u) and labelled (b_l = B - b_u),
-and which of nnU-Net's labelled samples are kept.
+"""Batch composition: how many unlabelled samples (b_u, at most the plans' batch size B) a step takes, whether they
+come on top of nnU-Net's whole labelled batch (b_l = B, the default 'add') or in place of labelled ones (b_l = B - b_u,
+the paper's 'replace'), and which of nnU-Net's labelled samples are kept.
 
 A `SamplingRule` gives the unlabelled share b_u / B of an epoch from a `ScheduleState`; its `rounding` turns
 the share into b_u for each step:
@@ -23,7 +24,8 @@ import numpy as np
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 
 ROUNDINGS = ("floor", "expected")
-#: where the b_u unlabelled samples of a step go: in place of labelled ones (the paper) or on top of them
+#: where the b_u unlabelled samples of a step go: on top of the whole labelled batch (the default of the trainers) or
+#: in place of labelled ones (the paper)
 UNLABELED_SAMPLES = ("replace", "add")
 
 
