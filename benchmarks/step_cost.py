@@ -6,6 +6,8 @@ timed in turns (nnunet, stage1, 3d_student, ..., nnunet, stage1, ...) so that a 
   stage1      M&N stage 1: 3D and 2D models each learn from the labelled batch
   3d_student  M&N 3D epoch: 2D teacher pseudo-masks (no grad) + 3D student step, b_u = B // 2
   2d_student  M&N 2D epoch: 3D teacher pseudo-masks (no grad) + 2D student step, b_u = B // 2
+              (both with the trainer's `unlabeled_samples`: the b_u unlabelled samples on top of the B labelled
+              ones, the default 'add', or in place of labelled ones, 'replace' with --replace-unlabeled)
   2d_teacher  the 2D teacher's slice-wise inference alone (part of 3d_student)
   predict     sliding-window prediction of one volume (2x the patch per axis) with nnU-Net's predictor,
               nnUNetTrainer's network vs M&N's (only the 3D network predicts; same architecture)
@@ -202,6 +204,8 @@ def make_parser() -> argparse.ArgumentParser:
                         help="the 2D model and its slices in channels-last memory format (teacher and student)")
     levers.add_argument("--cpu-bf16", action="store_true",
                         help="the 2D model under bf16 autocast on CPU (teacher and student; changes numerics)")
+    p.add_argument("--replace-unlabeled", action="store_true",
+                   help="the paper's batch (unlabeled_samples='replace', b_l = B - b_u) instead of the default 'add'")
     levers.add_argument("--trainer-defaults", action="store_true",
                         help="also the levers nnUNetTrainerMN switches on by default (its teacher_merge_lora, "
                              "channels_last_2d, cpu_bf16_2d); with --ab: the trainer as shipped vs all levers off")
@@ -262,6 +266,7 @@ def mn_cost_class(a):
         channels_last_2d = on["channels_last_2d"]
         cpu_bf16_2d = on["cpu_bf16_2d"]
         teacher_inference_mode = on["teacher_inference_mode"]
+        unlabeled_samples = "replace" if getattr(a, "replace_unlabeled", False) else nnUNetTrainerMN.unlabeled_samples
         levers_on = True
 
         def slice_pass(self, teacher):
@@ -298,18 +303,21 @@ def build_steps(a, phases=PHASES) -> dict:
     B = some.batch_size
     x, target = random_batch(some, B)
     b_u = B // 2
+    b_l = mn.num_labeled(b_u) if mn else B
+    x_u = random_batch(some, b_u)[0] if b_l == B else x[B - b_u:]  # on top of the labelled batch, or in its place
     meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
             "torch": torch.__version__, "threads": torch.get_num_threads(), "plans": a.plans or a.d,
-            "patch_size": list(some.configuration_manager.patch_size), "batch_size": B, "b_u": b_u,
+            "patch_size": list(some.configuration_manager.patch_size), "batch_size": B, "b_u": b_u, "b_l": b_l,
+            "unlabeled_samples": mn.unlabeled_samples if mn else None,
             "amp": device.type == "cuda", "compile_3d": some._do_i_compile(), "2d_model": f"{a.model} ({a.finetune})",
             "student2d_slice_fraction": a.slice_fraction, "slice_axes": list(mn.slice_axes) if mn else None,
             "levers": levers(a),
             "trainable_2d": mn.branch2d.describe() if mn else None}
-    tl = [t[:B - b_u] for t in target]
+    tl = [t[:b_l] for t in target]
 
     def teacher():
         with torch.no_grad(), mn.autocast():
-            mn.forward_2d(x[B - b_u:], teacher=True)
+            mn.forward_2d(x_u, teacher=True)
 
     def as_teacher():  # the 2D model as the 3D student's teacher (each step sets its own modes)
         mn.branch2d.eval()
@@ -320,9 +328,9 @@ def build_steps(a, phases=PHASES) -> dict:
 
     step = {"nnunet": lambda: base.train_step({"data": x, "target": target}),
             "stage1": lambda: to_host(mn.stage1_step(x, target)),
-            "3d_student": lambda: to_host(mn.train_3d_student(x[:B - b_u], tl, x[B - b_u:])),
+            "3d_student": lambda: to_host(mn.train_3d_student(x[:b_l], tl, x_u)),
             "2d_teacher": lambda: (as_teacher(), teacher()),
-            "2d_student": lambda: to_host(mn.train_2d_student(x[:B - b_u], tl, x[B - b_u:]))}
+            "2d_student": lambda: to_host(mn.train_2d_student(x[:b_l], tl, x_u))}
     steps = {k: step[k] for k in phases if k != "predict"}
     if getattr(a, "ab", False):  # every M&N kind with and without the levers, in turns
         steps = {name: fn for k, f in steps.items() for name, fn in (

@@ -118,3 +118,26 @@ def test_render_lever_table_gives_the_speedups_of_an_ab_run(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps(r))
     assert sc.render_lever_table([tmp_path / "a.json"]).splitlines()[-1] == (
         "| effnet_lite0 (lora) | channels-last | hippocampus | cpu | 1.09× | – | 1.41× | – |")
+
+
+@pytest.mark.parametrize("flag, b_l", [((), 2), (("--replace-unlabeled",), 1)])
+def test_student_steps_follow_the_trainers_batch(flag, b_l, monkeypatch):
+    """The stage-2 student steps are timed with the trainer's batch: by default the whole labelled batch (B = 2) and
+    b_u = 1 unlabelled sample on top; with --replace-unlabeled the paper's b_l = B - b_u."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("step_cost_script", SCRIPT)
+    sc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sc)
+    monkeypatch.setenv("nnUNet_preprocessed", "unset")  # the preset writes its own
+    a = sc.make_parser().parse_args(["--plans", "hippocampus", "--device", "cpu", "--model", "effnet_lite0",
+                                     "--out", "x", *flag])
+    bench = sc.build_steps(a, phases=("3d_student", "2d_student"))
+    mn, seen = bench["mn"], []
+    for name in ("train_3d_student", "train_2d_student"):
+        monkeypatch.setattr(mn, name, lambda data_l, target_l, data_u: seen.append(
+            (data_l.shape[0], target_l[0].shape[0], data_u.shape[0])) or {"loss": 0.0})
+    bench["steps"]["3d_student"]()
+    bench["steps"]["2d_student"]()
+    assert seen == [(b_l, b_l, 1)] * 2
+    assert (bench["meta"]["b_l"], bench["meta"]["b_u"]) == (b_l, 1)
+    assert bench["meta"]["unlabeled_samples"] == ("replace" if flag else "add")
