@@ -140,6 +140,13 @@ class nnUNetTrainerSelfTraining_ReplaceUnlabeled(nnUNetTrainerSelfTraining):
     unlabeled_samples = "replace"
 
 
+class nnUNetTrainerSelfTraining_StudentFromTeacher(nnUNetTrainerSelfTraining):
+    """The student starts from the teacher's weights instead of a fresh initialisation: the teacher goes on learning
+    from labelled and pseudo-labelled cases (its learning rate restarted), so the student's half of the budget need
+    not learn from scratch."""
+    student_from_scratch = False
+
+
 class nnUNetTrainerSelfTraining_AddUnlabeled(nnUNetTrainerSelfTraining):
     """The default since the benchmark chose it; kept so that runs trained under this name resume and predict."""
     unlabeled_samples = "add"

@@ -20,12 +20,13 @@ def test_default_rows_cover_the_issues():
     """Issue #9: the headline rows first (baseline, M&N, self-training, the 4-label pair), the second runs, then the
     ablations (first the two semi-supervised rows with the labelled batch kept whole) and the ceiling."""
     cpu = hb.default_rows(hb.SCHEDULES["cpu"])
-    assert cpu[:14] == ["baseline", "mn", "self_training", "baseline_4lab", "mn_4lab", "baseline_run2", "mn_run2",
-                        "baseline_4lab_run2", "mn_4lab_run2", "mn_replace", "self_training_replace",
-                        "mn_replace_run2", "mn_4lab_replace", "mn_4lab_replace_run2"]
+    assert cpu[:16] == ["baseline", "mn", "self_training", "baseline_4lab", "mn_4lab", "self_training_run2",
+                        "self_training_from_teacher", "baseline_run2", "mn_run2", "baseline_4lab_run2", "mn_4lab_run2",
+                        "mn_replace", "self_training_replace", "mn_replace_run2", "mn_4lab_replace",
+                        "mn_4lab_replace_run2"]
     # the default rows run the defaults; the *_replace rows the paper's batch
     s = hb.SCHEDULES["cpu"]
-    for row in cpu[:14]:
+    for row in cpu[:16]:
         attrs = hb.resolved_attributes(hb.ROW_BY_NAME[row].trainer, s)
         assert attrs.get("unlabeled_samples") == ("replace" if "replace" in row else
                                                   None if attrs["family"] == "nnunet" else "add"), row
