@@ -320,8 +320,8 @@ def renamed_note(records: List[dict]) -> List[str]:
              f"{r['renamed_from'].get('on', '?')})" for r in records if r.get("renamed_from")]
     if not parts:
         return []
-    why = sorted({r["renamed_from"].get("why", "") for r in records if r.get("renamed_from")})
-    return [f"**Renamed rows.** {'; '.join(parts)}: {' '.join(w for w in why if w)}.", ""]
+    why = sorted({r["renamed_from"].get("why", "").rstrip(".") for r in records if r.get("renamed_from")})
+    return [f"**Renamed rows.** {'; '.join(parts)}. Why: {'; '.join(w for w in why if w)}.", ""]
 
 
 def noise_note(rows: List[dict]) -> List[str]:

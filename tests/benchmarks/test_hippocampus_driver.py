@@ -418,7 +418,7 @@ def test_import_records_continues_the_table_on_a_new_machine(tmp_path):
     assert "Renamed rows" not in md  # none here
     renamed = {**_record("mn_replace", [0.7, 0.6], [0.7, 0.5], 5.0),
                "renamed_from": {"row": "mn", "trainer": "nnUNetTrainerMN", "on": "2026-12-07", "why": "a new default"}}
-    assert "**Renamed rows.** `mn_replace` ran as row `mn` (`nnUNetTrainerMN`, 2026-12-07): a new default." \
+    assert "**Renamed rows.** `mn_replace` ran as row `mn` (`nnUNetTrainerMN`, 2026-12-07). Why: a new default." \
         in hb.renamed_note([renamed])
     with pytest.raises(SystemExit, match="schedule 'cpu', not 'tiny'"):
         hb.Bench(hb.parse_args(["--tiny", "--workdir", str(work)]), hb.SCHEDULES["tiny"]).import_records(raw)
