@@ -176,6 +176,7 @@ COMPARISONS = [
     (f"{RUN_TO_RUN}: nnU-Net, two runs (4 labels)", "baseline_4lab", "baseline_4lab_run2"),
     (f"{RUN_TO_RUN}: M&N, two runs (4 labels)", "mn_4lab", "mn_4lab_run2"),
     ("M&N: unlabelled samples on top of vs in place of labelled ones", "mn", "mn_replace"),
+    ("M&N (4 labels): unlabelled samples on top of vs in place of labelled ones", "mn_4lab", "mn_4lab_replace"),
     ("self-training: pseudo-labels on top of vs in place of labelled ones", "self_training", "self_training_replace"),
     ("M&N, the paper's batch, vs nnU-Net (8 labels)", "mn_replace", "baseline"),
     ("M&N, the paper's batch, vs nnU-Net (8 labels), second runs", "mn_replace_run2", "baseline_run2"),
