@@ -237,7 +237,7 @@ class Bench:
                                  if theirs.get("attributes", {}).get(k) != mine["attributes"].get(k))
                 raise RuntimeError(f"{out} was trained by {theirs.get('trainer')} with other settings than row "
                                    f"{p.row.name} has now (differing: {changed or 'trainer or data set'}); delete "
-                                   f"that folder (and {self.record_path(p.row.name).name}.train.json) to train the row "
+                                   f"that folder (and rows/{self.schedule.name}/{p.row.name}.train.json) to train the row "
                                    f"again, or use another --workdir")
         elif (out / "checkpoint_latest.pth").is_file() or (out / "checkpoint_final.pth").is_file():
             raise RuntimeError(f"{out} holds a training without {ROW_SETTINGS}: its settings are unknown; delete it "
