@@ -446,7 +446,8 @@ def test_a_results_folder_is_never_resumed_with_other_settings(tmp_path):
     assert json.loads((out / hb.ROW_SETTINGS).read_text())["attributes"]["unlabeled_samples"] == "add"
     (out / "checkpoint_latest.pth").write_bytes(b"x")
     bench.claim_result_folder(mn, out)  # the same row resumes
-    with pytest.raises(RuntimeError, match=r"unlabeled_samples.*delete that folder \(and rows/cpu/mn_replace\.train\.json\)"):
+    refusal = r"unlabeled_samples.*delete that folder \(and rows/cpu/mn_replace\.train\.json\)"
+    with pytest.raises(RuntimeError, match=refusal):
         bench.claim_result_folder(replace, out)
     (out / hb.ROW_SETTINGS).unlink()
     with pytest.raises(RuntimeError, match="settings are unknown"):
