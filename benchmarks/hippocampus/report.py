@@ -327,14 +327,22 @@ def renamed_note(records: List[dict]) -> List[str]:
 def noise_note(rows: List[dict]) -> List[str]:
     """How far two trainings of the same trainer land apart (the comparisons of a row with its second run): a
     difference between methods smaller than that is not the methods'."""
-    noise = [c for c in rows if c["question"].startswith(RUN_TO_RUN) and c["Dice"]["verdict"] != "n/a"]
+    pairs = [c for c in rows if c["question"].startswith(RUN_TO_RUN) and c["Dice"]["verdict"] != "n/a"]
+    noise = [c for c in pairs if not c.get("untrained")]
+    failed = [f"`{c['a']}` vs `{c['b']}` ({', '.join(f'`{u}`' for u in c['untrained'])} did not learn)"
+              for c in pairs if c.get("untrained")]
+    unstable = ([f"Trained twice, one run of the same trainer learned and the other did not: {'; '.join(failed)}; "
+                 "such a trainer is unstable at this budget, and its pair is left out of the noise above.", ""]
+                if failed else [])
     if not noise:
-        return ["No row has been trained twice yet: how far two trainings of one trainer differ is not known.", ""]
+        return ["No row has been trained twice yet: how far two trainings of one trainer differ is not known.", "",
+                *unstable]
     worst_dice = max(noise, key=lambda c: abs(c["Dice"]["mean"]))
     parts = [f"`{c['a']}` vs `{c['b']}` {c['Dice']['mean']:+.3f} Dice, {c['HD95']['mean']:+.2f} mm HD95" for c in noise]
     return [f"**Run-to-run noise.** The same trainer trained twice: {'; '.join(parts)}. Even where its interval "
             f"excludes 0, such a difference comes from training, not from the method: read a difference between "
-            f"methods smaller than about {abs(worst_dice['Dice']['mean']):.3f} Dice (the largest here) as a tie.", ""]
+            f"methods smaller than about {abs(worst_dice['Dice']['mean']):.3f} Dice (the largest here) as a tie.", "",
+            *unstable]
 
 
 def comparison_lines(records: List[dict]) -> List[str]:

@@ -163,6 +163,8 @@ COMPARISONS = [
     ("M&N vs nnU-Net self-training (8 labels)", "mn", "self_training"),
     ("nnU-Net self-training vs nnU-Net (8 labels)", "self_training", "baseline"),
     (f"{RUN_TO_RUN}: self-training, two runs (8 labels)", "self_training", "self_training_run2"),
+    ("M&N vs self-training's second run (8 labels)", "mn", "self_training_run2"),
+    ("self-training's second run vs nnU-Net (8 labels)", "self_training_run2", "baseline"),
     ("M&N vs self-training, second runs (8 labels)", "mn_run2", "self_training_run2"),
     ("self-training: student from the teacher vs from scratch", "self_training_from_teacher", "self_training"),
     ("M&N vs self-training with the student from the teacher (8 labels)", "mn", "self_training_from_teacher"),

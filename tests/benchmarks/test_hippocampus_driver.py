@@ -374,6 +374,12 @@ def test_noise_note_names_the_largest_run_to_run_difference():
     assert "`mn` vs `mn_run2` -0.009 Dice, -0.02 mm HD95" in note and "`baseline` vs `baseline_run2`" in note
     assert "smaller than about 0.009 Dice" in note and "`mn` vs `baseline`" not in note
     assert "not known" in hb.noise_note(rows[:1])[0]
+    # a pair of which one run did not learn is instability, not the noise of the trained runs
+    collapsed = {**row(f"{hb.RUN_TO_RUN}: self-training, two runs (8 labels)", "self_training", "self_training_run2",
+                       -0.452, 10.4), "untrained": ["self_training"]}
+    lines = hb.noise_note([*rows, collapsed])
+    assert "smaller than about 0.009 Dice" in lines[0] and "-0.452" not in lines[0]
+    assert "`self_training` vs `self_training_run2` (`self_training` did not learn)" in lines[2]
 
 
 # ------------------------------------------------------------------------------------------------ new machine
