@@ -304,7 +304,8 @@ def build_steps(a, phases=PHASES) -> dict:
     x, target = random_batch(some, B)
     b_u = B // 2
     b_l = mn.num_labeled(b_u) if mn else B
-    x_u = random_batch(some, b_u)[0] if b_l == B else x[B - b_u:]  # on top of the labelled batch, or in its place
+    # the unlabelled samples of the student steps: on top of the labelled batch, or in its place (M&N kinds only)
+    x_u = None if mn is None else random_batch(mn, b_u)[0] if b_l == B else x[B - b_u:]
     meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
             "torch": torch.__version__, "threads": torch.get_num_threads(), "plans": a.plans or a.d,
             "patch_size": list(some.configuration_manager.patch_size), "batch_size": B, "b_u": b_u, "b_l": b_l,
