@@ -252,6 +252,9 @@ class Bench:
         them. A row that already has a record here is kept as it is. The data sets' splits are imported too and
         checked against the ones this machine prepares (`check_same_split`)."""
         folder = Path(folder)
+        if self.dry:  # a dry run writes nothing
+            self.say(f"--dry-run: the finished rows of {folder} are not imported")
+            return []
         run_file = folder / "run.json"
         if not run_file.is_file():
             raise SystemExit(f"{run_file} not found: --import-records takes the raw folder a report wrote")

@@ -426,6 +426,8 @@ def test_import_records_continues_the_table_on_a_new_machine(tmp_path):
                "renamed_from": {"row": "mn", "trainer": "nnUNetTrainerMN", "on": "2026-12-07", "why": "a new default"}}
     assert "**Renamed rows.** `mn_replace` ran as row `mn` (`nnUNetTrainerMN`, 2026-12-07). Why: a new default." \
         in hb.renamed_note([renamed])
+    dry = hb.Bench(hb.parse_args(["--dry-run", "--workdir", str(tmp_path / "dry")]), hb.SCHEDULES["cpu"])
+    assert dry.import_records(raw) == [] and not (tmp_path / "dry").exists()  # a dry run writes nothing
     with pytest.raises(SystemExit, match="schedule 'cpu', not 'tiny'"):
         hb.Bench(hb.parse_args(["--tiny", "--workdir", str(work)]), hb.SCHEDULES["tiny"]).import_records(raw)
 
