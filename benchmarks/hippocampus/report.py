@@ -315,13 +315,18 @@ def reading_note(records: List[dict]) -> List[str]:
 
 
 def renamed_note(records: List[dict]) -> List[str]:
-    """Rows that ran under another name (a default changed after they ran; their record's `renamed_from`)."""
-    parts = [f"`{r['row']}` ran as row `{r['renamed_from']['row']}` (`{r['renamed_from']['trainer']}`, "
-             f"{r['renamed_from'].get('on', '?')})" for r in records if r.get("renamed_from")]
-    if not parts:
+    """Rows that ran under another name (a default changed after they ran; their record's `renamed_from`), grouped
+    by the reason their records give."""
+    by_why: Dict[str, List[str]] = {}
+    for r in records:
+        if r.get("renamed_from"):
+            old = r["renamed_from"]
+            by_why.setdefault(old.get("why", "").rstrip("."), []).append(
+                f"`{r['row']}` ran as row `{old['row']}` (`{old['trainer']}`, {old.get('on', '?')})")
+    if not by_why:
         return []
-    why = sorted({r["renamed_from"].get("why", "").rstrip(".") for r in records if r.get("renamed_from")})
-    return [f"**Renamed rows.** {'; '.join(parts)}. Why: {'; '.join(w for w in why if w)}.", ""]
+    groups = [f"{'; '.join(parts)}" + (f". Why: {why}." if why else ".") for why, parts in by_why.items()]
+    return [f"**Renamed rows.** {' '.join(groups)}", ""]
 
 
 def noise_note(rows: List[dict]) -> List[str]:

@@ -426,6 +426,15 @@ def test_import_records_continues_the_table_on_a_new_machine(tmp_path):
                "renamed_from": {"row": "mn", "trainer": "nnUNetTrainerMN", "on": "2026-12-07", "why": "a new default"}}
     assert "**Renamed rows.** `mn_replace` ran as row `mn` (`nnUNetTrainerMN`, 2026-12-07). Why: a new default." \
         in hb.renamed_note([renamed])
+    other = {**_record("mn", [0.7, 0.6], [0.7, 0.5], 5.0),
+             "renamed_from": {"row": "mn_add", "trainer": "nnUNetTrainerMN_AddUnlabeled", "on": "2026-12-07",
+                              "why": "the same settings, now the default."}}
+    twice = {**renamed, "row": "mn_replace_run2", "renamed_from": {**renamed["renamed_from"], "row": "mn_run2"}}
+    # each reason once, after the rows it explains
+    assert hb.renamed_note([renamed, other, twice])[0] == (
+        "**Renamed rows.** `mn_replace` ran as row `mn` (`nnUNetTrainerMN`, 2026-12-07); `mn_replace_run2` ran as row "
+        "`mn_run2` (`nnUNetTrainerMN`, 2026-12-07). Why: a new default. `mn` ran as row `mn_add` "
+        "(`nnUNetTrainerMN_AddUnlabeled`, 2026-12-07). Why: the same settings, now the default.")
     dry = hb.Bench(hb.parse_args(["--dry-run", "--workdir", str(tmp_path / "dry")]), hb.SCHEDULES["cpu"])
     assert dry.import_records(raw) == [] and not (tmp_path / "dry").exists()  # a dry run writes nothing
     with pytest.raises(SystemExit, match="schedule 'cpu', not 'tiny'"):
