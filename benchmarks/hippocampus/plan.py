@@ -38,7 +38,8 @@ def plan_rows(names: Sequence[str], schedule: Schedule, datasets: Dict[str, Data
 
 def estimate(p: PlannedRow, schedule: Schedule = None) -> Dict[str, float]:
     """Expected wall seconds of a planned row (its own epochs)."""
-    return estimate_row(p.attrs, p.schedule or schedule, p.spec.num_test, p.spec.num_unlabeled)
+    return estimate_row(p.attrs, p.schedule or schedule, p.spec.num_test, p.spec.num_unlabeled,
+                        num_labeled=p.spec.num_labeled)
 
 
 def default_rows(schedule: Schedule) -> List[str]:
