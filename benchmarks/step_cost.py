@@ -11,6 +11,14 @@ timed in turns (nnunet, stage1, 3d_student, ..., nnunet, stage1, ...) so that a 
   2d_teacher  the 2D teacher's slice-wise inference alone (part of 3d_student)
   predict     sliding-window prediction of one volume (2x the patch per axis) with nnU-Net's predictor,
               nnUNetTrainer's network vs M&N's (only the 3D network predicts; same architecture)
+The peers (not timed unless named in --kinds; no 2D model), each the trainer's own step on B labelled samples and
+b_u unlabelled ones on top (their default batch; b_u = B // 2, the share of their `sampling='fixed'`):
+  mean_teacher  nnUNetTrainerMeanTeacher: EMA teacher forward (no grad) + student step + EMA update
+  uamt          nnUNetTrainerUAMT: as mean_teacher, + 8 noisy teacher passes for the uncertainty mask
+  dtc           nnUNetTrainerDTC: nnU-Net's step with the level-set head, signed distances and dual-task consistency
+  self_training nnUNetTrainerSelfTraining's student: nnU-Net's step on B labelled + B pseudo-labelled samples (its
+                uniform draw from 8 labelled and 152 pseudo-labelled cases gives b_u = 0.95 B on average); its
+                teacher's steps are nnU-Net's
 Random inputs of the plans' patch and batch size (the cost depends on shapes only). The 2D model is
 SegFormer-B2's architecture built from its config (random weights: no download) or the offline EfficientNet-Lite0
 U-Net; `--slice-fraction` sets nnUNetTrainerMN.student2d_slice_fraction, `--slice-axes 0 1 2` its slice_axes (the
@@ -154,6 +162,11 @@ def peak_rss_gb() -> float:
 
 
 PHASES = ("nnunet", "stage1", "3d_student", "2d_teacher", "2d_student", "predict")
+#: step kinds of the peer trainers (--kinds): kind -> trainer class of nnunetv2_mn.trainers
+PEERS = {"mean_teacher": "nnUNetTrainerMeanTeacher", "uamt": "nnUNetTrainerUAMT", "dtc": "nnUNetTrainerDTC",
+         "self_training": "nnUNetTrainerSelfTraining"}
+#: the kinds that need the M&N trainer
+MN_KINDS = ("stage1", "3d_student", "2d_teacher", "2d_student", "predict")
 PLAIN = ":without_levers"  # suffix of the kinds timed without the levers (--ab)
 
 
@@ -214,9 +227,10 @@ def make_parser() -> argparse.ArgumentParser:
                              f"(keys '<kind>{PLAIN}'): the levers' effect free of the machine's drift")
     p.add_argument("--memory", action="store_true",
                    help="CPU: also measure each step kind's peak resident memory in a process of its own")
-    p.add_argument("--kinds", nargs="+", choices=PHASES, default=list(PHASES),
-                   help="the step kinds to time (default: all; 'nnunet' is always timed, every ratio needs it)")
-    p.add_argument("--only", choices=PHASES, default=None, help=argparse.SUPPRESS)  # one phase (for --memory)
+    p.add_argument("--kinds", nargs="+", choices=(*PHASES, *PEERS), default=list(PHASES),
+                   help="the step kinds to time (default: nnU-Net's and M&N's; 'nnunet' is always timed, every ratio "
+                        f"needs it; the peers' kinds {', '.join(PEERS)} only when named)")
+    p.add_argument("--only", choices=(*PHASES, *PEERS), default=None, help=argparse.SUPPRESS)  # for --memory
     p.add_argument("--out", required=True)
     return p
 
@@ -298,8 +312,9 @@ def build_steps(a, phases=PHASES) -> dict:
         a.d = use_plans_preset(a.plans)
     torch.manual_seed(0)
     base = load_trainer(nnUNetTrainer, a.d, a.c, device) if {"nnunet", "predict"} & set(phases) else None
-    mn = load_trainer(mn_cost_class(a), a.d, a.c, device) if set(phases) - {"nnunet"} else None
-    some = base or mn
+    mn = load_trainer(mn_cost_class(a), a.d, a.c, device) if set(phases) & set(MN_KINDS) else None
+    peers = {k: load_trainer(peer_class(k), a.d, a.c, device) for k in PEERS if k in phases}
+    some = base or mn or next(iter(peers.values()))
     B = some.batch_size
     x, target = random_batch(some, B)
     b_u = B // 2
@@ -332,18 +347,50 @@ def build_steps(a, phases=PHASES) -> dict:
             "3d_student": lambda: to_host(mn.train_3d_student(x[:b_l], tl, x_u)),
             "2d_teacher": lambda: (as_teacher(), teacher()),
             "2d_student": lambda: to_host(mn.train_2d_student(x[:b_l], tl, x_u))}
+    for k, trainer in peers.items():
+        step[k] = peer_step(k, trainer, x, target)
     steps = {k: step[k] for k in phases if k != "predict"}
     if getattr(a, "ab", False):  # every M&N kind with and without the levers, in turns
         steps = {name: fn for k, f in steps.items() for name, fn in (
-            ((k, f),) if k == "nnunet" else
+            ((k, f),) if k == "nnunet" or k in PEERS else
             ((k, (lambda: mn.set_levers(True), f)), (k + PLAIN, (lambda: mn.set_levers(False), f))))}
     return {"base": base, "mn": mn, "device": device, "x": x, "target": target, "batch_size": B, "b_u": b_u,
             "steps": steps, "meta": meta}
 
 
+def peer_class(kind: str):
+    """The peer trainer of step kind `kind` (its class of nnunetv2_mn.trainers, as shipped)."""
+    import nnunetv2_mn.trainers as trainers
+
+    return getattr(trainers, PEERS[kind])
+
+
+def peer_step(kind: str, trainer, x, target):
+    """One training step of a peer trainer on the labelled batch (x, target) and b_u random unlabelled samples, with
+    the copy of its logged values to the host, as its train_step does (the loader's draw aside)."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunetv2_mn.training.step_results import to_host
+
+    B = x.shape[0]
+    if kind == "self_training":  # the student: nnU-Net's step on the labelled and pseudo-labelled samples
+        x_u, t_u = random_batch(trainer, B)
+        data = torch.cat((x, x_u))
+        labels = [torch.cat(pair) for pair in zip(target, t_u)]
+        return lambda: nnUNetTrainer.train_step(trainer, {"data": data, "target": labels})
+    b_u = B // 2
+    b_l = trainer.num_labeled(b_u)
+    x_u = random_batch(trainer, b_u)[0] if b_l == B else x[B - b_u:]
+    tl = [t[:b_l] for t in target]
+    return lambda: to_host(trainer.semi_supervised_step(x[:b_l], tl, x_u))
+
+
 def main():
     if sys.argv[1:2] == ["--render"]:  # step_cost.py --render A.json B.json ...: the Markdown table
         print(render_table(sys.argv[2:]))
+        return
+    if sys.argv[1:2] == ["--render-peers"]:  # step_cost.py --render-peers A.json ...: the peers' step costs
+        print(render_peer_table(sys.argv[2:]))
         return
     if sys.argv[1:2] == ["--render-levers"]:  # step_cost.py --render-levers A.json ...: the --ab speed-ups
         print(render_lever_table(sys.argv[2:]))
@@ -358,7 +405,7 @@ def main():
     if a.memory and (device.type != "cpu" or not os.path.exists("/proc/self/clear_refs")):
         p.error("--memory measures CPU resident memory through Linux /proc; on CUDA the peak GPU memory of "
                 "every step kind is recorded anyway")
-    phases = tuple(k for k in PHASES if k in a.kinds or k == "nnunet") if a.only is None else (a.only,)
+    phases = tuple(k for k in (*PHASES, *PEERS) if k in a.kinds or k == "nnunet") if a.only is None else (a.only,)
     bench = build_steps(a, phases)
     base, mn = bench["base"], bench["mn"]
     res = {**bench["meta"], "steps": a.steps, "clock": a.clock}
@@ -388,10 +435,10 @@ def main():
 
 
 def ratios(res: dict) -> dict:
-    """Mean step time of each M&N kind timed in `res` over nnU-Net's, the stage-2 pair (mean of the 3D- and the
-    2D-student step) and prediction (M&N's network over nnU-Net's)."""
+    """Mean step time of each M&N and peer kind timed in `res` over nnU-Net's, the stage-2 pair (mean of the 3D- and
+    the 2D-student step) and prediction (M&N's network over nnU-Net's)."""
     t0 = res["nnunet"]["mean_s"]
-    out = {k: res[k]["mean_s"] / t0 for k in ("stage1", "3d_student", "2d_student", "2d_teacher") if k in res}
+    out = {k: res[k]["mean_s"] / t0 for k in ("stage1", "3d_student", "2d_student", "2d_teacher", *PEERS) if k in res}
     if "3d_student" in res and "2d_student" in res:
         out["mean_stage2_epoch_pair"] = (res["3d_student"]["mean_s"] + res["2d_student"]["mean_s"]) / 2 / t0
     if "predict_mn" in res:
@@ -443,6 +490,29 @@ def render_table(paths) -> str:
     return "\n".join(lines)
 
 
+PEER_NAMES = {"mean_teacher": "Mean Teacher", "uamt": "UA-MT", "dtc": "DTC", "self_training": "self-training student"}
+
+
+def render_peer_table(paths) -> str:
+    """Markdown table of the peers' step kinds (one row per JSON file): time ratios to nnUNetTrainer's step, measured
+    in the same process, and the step's peak memory where measured."""
+    lines = ["| plans (patch, batch) | clock, threads | nnU-Net step (s) | "
+             + " | ".join(PEER_NAMES.values()) + " | step memory: nnU-Net / " + " / ".join(PEER_NAMES.values())
+             + " (GiB) |", "|---|---|---|" + "---|" * (len(PEER_NAMES) + 1)]
+    for path in paths:
+        with open(path) as f:
+            r = json.load(f)
+        q = r["ratio_to_nnunet"]
+        mem = r.get("memory_cpu")
+        m = " / ".join(f"{mem[k]['step_increase_gb']:.2f}" if k in mem else "–" for k in ("nnunet", *PEER_NAMES)) \
+            if mem else "not measured"
+        patch = "×".join(map(str, r["patch_size"]))
+        lines.append(f"| {r.get('plans', '')} ({patch}, {r['batch_size']}) | {r.get('clock', 'wall')}, "
+                     f"{r.get('threads', '?')} | {r['nnunet']['mean_s']:.3g} | "
+                     + " | ".join(f"{q[k]:.2f}×" if k in q else "–" for k in PEER_NAMES) + f" | {m} |")
+    return "\n".join(lines)
+
+
 def lever_args(a) -> list:
     """The command-line flags of the levers in `a` (for the --memory subprocesses)."""
     on = levers(a)
@@ -470,7 +540,7 @@ def render_lever_table(paths) -> str:
 def phase_memory(a) -> dict:
     """Peak resident memory (GiB) of a fresh process that sets up the trainers and runs one step kind only."""
     out = {}
-    for phase in (k for k in PHASES[:-1] if k in a.kinds or k == "nnunet"):
+    for phase in (k for k in (*PHASES[:-1], *PEERS) if k in a.kinds or k == "nnunet"):
         tmp = f"{a.out}.{phase}.json"
         cmd = [sys.executable, __file__, *(["--plans", a.plans] if a.plans else ["-d", a.d]), "-c", a.c,
                "--device", a.device, "--steps", "2", "--warmup", "1", "--finetune", a.finetune, "--model", a.model,

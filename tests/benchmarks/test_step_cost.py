@@ -141,3 +141,48 @@ def test_student_steps_follow_the_trainers_batch(flag, b_l, monkeypatch):
     assert seen == [(b_l, b_l, 1)] * 2
     assert (bench["meta"]["b_l"], bench["meta"]["b_u"]) == (b_l, 1)
     assert bench["meta"]["unlabeled_samples"] == ("replace" if flag else "add")
+
+
+def test_peer_steps_are_the_trainers_own_steps_on_their_batch(monkeypatch):
+    """--kinds mean_teacher uamt dtc self_training: each peer's own step on B = 2 labelled samples and b_u = 1
+    unlabelled sample on top (their default batch); self-training's student trains nnU-Net's step on B labelled and B
+    pseudo-labelled samples. No M&N trainer (no 2D model) is built for them."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("step_cost_script", SCRIPT)
+    sc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sc)
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    monkeypatch.setenv("nnUNet_preprocessed", "unset")  # the preset writes its own
+    kinds = ("mean_teacher", "uamt", "dtc", "self_training")
+    a = sc.make_parser().parse_args(["--plans", "hippocampus", "--device", "cpu", "--out", "x", "--kinds", *kinds])
+    seen = {}
+    built = []
+    load = sc.load_trainer
+    monkeypatch.setattr(sc, "load_trainer", lambda cls, *args: built.append(cls.__name__) or load(cls, *args))
+    monkeypatch.setattr(nnUNetTrainer, "train_step", lambda self, batch: seen.setdefault(
+        type(self).__name__, (batch["data"].shape[0], batch["target"][0].shape[0])) and {"loss": 0.0})
+    bench = sc.build_steps(a, phases=("nnunet", *kinds))
+    assert bench["mn"] is None and sorted(built) == sorted(["nnUNetTrainer", *map(sc.PEERS.get, kinds)])
+    for kind in kinds[:3]:
+        cls = sc.peer_class(kind)
+        monkeypatch.setattr(cls, "semi_supervised_step", lambda self, data_l, target_l, data_u: seen.setdefault(
+            type(self).__name__, (data_l.shape[0], target_l[0].shape[0], data_u.shape[0])) and {"loss": 0.0})
+    for kind in kinds:
+        bench["steps"][kind]()
+    assert seen["nnUNetTrainerSelfTraining"] == (4, 4)
+    for kind in kinds[:3]:
+        assert seen[sc.PEERS[kind]] == (2, 2, 1), kind
+    assert set(sc.ratios({"nnunet": {"mean_s": 2.0}, "dtc": {"mean_s": 3.0}})) == {"dtc"}
+
+
+def test_render_peer_table(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("step_cost_script", SCRIPT)
+    sc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sc)
+    r = {"plans": "hippocampus", "patch_size": [40, 48, 40], "batch_size": 2, "clock": "cpu", "threads": 1,
+         "nnunet": {"mean_s": 2.0}, "ratio_to_nnunet": {"mean_teacher": 1.5, "uamt": 2.75, "dtc": 1.25}}
+    (tmp_path / "a.json").write_text(json.dumps(r))
+    assert sc.render_peer_table([tmp_path / "a.json"]).splitlines()[-1] == (
+        "| hippocampus (40×48×40, 2) | cpu, 1 | 2 | 1.50× | 2.75× | 1.25× | – | not measured |")
