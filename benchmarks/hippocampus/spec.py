@@ -167,6 +167,8 @@ COMPARISONS = [
     ("self-training's second run vs nnU-Net (8 labels)", "self_training_run2", "baseline"),
     ("M&N vs self-training, second runs (8 labels)", "mn_run2", "self_training_run2"),
     ("self-training: student from the teacher vs from scratch", "self_training_from_teacher", "self_training"),
+    ("self-training: student from the teacher vs from scratch (its second run)", "self_training_from_teacher",
+     "self_training_run2"),
     ("M&N vs self-training with the student from the teacher (8 labels)", "mn", "self_training_from_teacher"),
     ("self-training with the student from the teacher vs nnU-Net (8 labels)", "self_training_from_teacher",
      "baseline"),
