@@ -49,6 +49,7 @@ class Bench:
         self.logs = self.workdir / "logs"
         self.records = self.workdir / "rows"
         self.dry = args.dry_run
+        self.environment: Optional[dict] = None  # the software and machine the rows run on (set by `main`)
 
     # ---------------------------------------------------------------- environment and commands
     def env(self, model2d_source: Optional[str] = None) -> dict:
@@ -296,7 +297,7 @@ class Bench:
                 "run": p.row.run, "updates_3d": p.updates_3d,
                 "commands": {k: " ".join(shlex.quote(str(c)) for c in v) for k, v in cmds.items()},
                 "same_as": p.same_as, "estimate_s": estimate(p, self.schedule), "loadavg_start": _loadavg(),
-                "code_commit": _code_commit(),
+                "code_commit": _code_commit(), "environment": self.environment,
                 "finished": datetime.datetime.now().isoformat(timespec="seconds")}
 
     def save_record(self, p: PlannedRow, record: dict) -> None:
@@ -320,6 +321,8 @@ class Bench:
         meta = {"started": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine_info(s.device),
                 "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
                 "workdir": str(self.workdir), "source": str(self.source), "tiny": bool(self.args.tiny)}
+        self.environment = environment_of(meta["machine"])
+        invocation = None if self.dry else self.save_invocation(meta)  # now: a killed run is listed too
         prep_file = self.records / s.name / "prep.json"
         prep = json.loads(prep_file.read_text()) if prep_file.is_file() else {}
         failed = []
@@ -384,10 +387,22 @@ class Bench:
         meta["this_invocation_s"] = time.perf_counter() - run_start
         meta["machine"]["loadavg_end"] = _loadavg()
         meta["rows_run"] = [p.row.name for p in planned if p.same_as is None]
-        invocations = self.invocations()
-        invocations.append({k: v for k, v in meta.items() if k != "invocations"})
-        (self.records / s.name / "invocations.json").write_text(json.dumps(json_safe(invocations), indent=1))
+        self.save_invocation(meta, invocation)
         return self.report(meta, failed)
+
+    def save_invocation(self, meta: dict, index: Optional[int] = None) -> int:
+        """Add this run's meta data to the schedule's invocations (or replace entry `index`, its start); its index."""
+        invocations = self.invocations()
+        entry = json_safe({k: v for k, v in meta.items() if k != "invocations"})
+        if index is None:
+            index = len(invocations)
+            invocations.append(entry)
+        else:
+            invocations[index] = entry
+        path = self.records / self.schedule.name / "invocations.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(invocations, indent=1))
+        return index
 
     def invocations(self) -> List[dict]:
         """The meta data of every earlier run of the schedule in this work folder."""
@@ -470,6 +485,15 @@ def dataset_facts(raw: Path, pre: Path) -> dict:
                           "spacing": c.get("spacing"), "median_image_size": c.get("median_image_size_in_voxels"),
                           "network": (c.get("architecture") or {}).get("network_class_name")}
     return facts
+
+
+#: what a row's record says of the software and machine it ran on (keys of `machine_info`)
+ENVIRONMENT_KEYS = ("cpu", "cpus_usable", "device", "gpu", "torch", "nnunetv2", "nnunetv2-mn", "timm", "transformers",
+                    "peft", "python")
+
+
+def environment_of(machine: dict) -> dict:
+    return {k: machine[k] for k in ENVIRONMENT_KEYS if k in machine}
 
 
 def machine_info(device: str) -> dict:

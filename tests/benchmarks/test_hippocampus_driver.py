@@ -301,9 +301,32 @@ def test_report_only_rewrites_the_report_from_the_work_folder(tmp_path, capsys):
     assert not (out.parent / "bench_raw" / "bench_trainers_variants.json").exists()  # not this schedule's
     md = out.read_text()
     assert "| baseline | 8 |" in md and "| mn_2dslices025 | 8 |" in md
-    assert "- run: t0 to u0" in md and "- run: t1 to u1" in md and "--rows r1" in md
+    assert "  - t0 to u0" in md and "  - t1 to u1" in md and "--rows r1" in md
     assert "| 2D student slices: all vs a random quarter |" not in md  # needs row mn, which did not run
     assert not (work / "nnUNet_raw").exists()  # nothing was run or prepared
+
+
+def test_the_report_names_each_rows_environment_and_every_run_of_the_driver(tmp_path):
+    """Rows of one table run over several sessions, machines and library versions: the report lists each environment
+    with its rows, and the driver lists its run when it starts (a run killed by the end of a session too)."""
+    old = {"cpu": "CPU A", "cpus_usable": 2, "device": "cpu", "torch": "2.14.1", "nnunetv2": "2.8.1",
+           "nnunetv2-mn": "0.1.0", "timm": "1.0", "transformers": "5.24.0", "peft": "0.21.2", "python": "3.11"}
+    new = {**old, "transformers": "5.25.0", "peft": "0.22.0"}
+    records = [{"row": "baseline"}, {"row": "mn", "environment": old}, {"row": "mn_run2", "environment": new},
+               {"row": "mn_4lab", "environment": old}]
+    meta = {"invocations": [{"started": "t0", "machine": {**old, "cpu": "CPU 0"}}]}
+    lines = hb.environment_lines(records, meta)
+    assert lines[0] == ("- CPU A (2 usable cores), device `cpu`; torch 2.14.1, nnunetv2 2.8.1, nnunetv2-mn 0.1.0, timm "
+                        "1.0, transformers 5.24.0, peft 0.21.2; Python 3.11: `mn`, `mn_4lab`")
+    assert "transformers 5.25.0, peft 0.22.0" in lines[1] and lines[1].endswith(": `mn_run2`")
+    assert lines[2].startswith("- rows whose record does not name its environment (they ran before the records did): "
+                               "`baseline`; the table's first run, t0, ran on CPU 0")
+    bench = hb.Bench(hb.parse_args(["--workdir", str(tmp_path)]), hb.SCHEDULES["cpu"])
+    assert bench.save_invocation({"started": "s1", "machine": old}) == 0
+    assert bench.save_invocation({"started": "s2", "machine": new}) == 1  # the next session's run
+    assert bench.save_invocation({"started": "s2", "finished": "f2", "machine": new}, 1) == 1  # its end
+    assert [(i["started"], i.get("finished")) for i in bench.invocations()] == [("s1", None), ("s2", "f2")]
+    assert hb.environment_of({**new, "platform": "Linux", "loadavg_start": [1.0]}) == new
 
 
 def test_untrained_rows_name_no_winner():
