@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 
 from .bench_trainers import SPEC_FILE
 from .cost import updates_3d
-from .spec import BENCH_MODULE, COMPARISONS, CONFIGURATION, METRICS, RUN_TO_RUN, SEED, Schedule
+from .spec import BENCH_MODULE, COMPARISONS, CONFIGURATION, METRICS, ROW_BY_NAME, RUN_TO_RUN, SEED, Schedule
 
 
 def json_safe(obj):
@@ -190,7 +190,9 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
                 }.get(a.get("family"), ())
         settings = ", ".join(f"{k}={a[k]!r}" for k in keys if k in a) or "nnU-Net defaults"
         code = (r.get("code_commit") or "n/a")[:7]
-        L.append(f"| {r['row']} | {r['what']} | `{r['bench_trainer']}` | {r['dataset']} | {settings} | {code} |")
+        # a renamed row answers its new row's question (its record's `what` is its old row's)
+        what = ROW_BY_NAME[r["row"]].what if r.get("renamed_from") and r["row"] in ROW_BY_NAME else r["what"]
+        L.append(f"| {r['row']} | {what} | `{r['bench_trainer']}` | {r['dataset']} | {settings} | {code} |")
     L += ["", "## Wall time", "", f"![wall time per row]({time_png})", "",
           "| row | train (min) | predict (min) | evaluate (min) | total (min) | expected (min) | s/epoch | load |",
           "|---|---|---|---|---|---|---|---|"]
@@ -227,8 +229,8 @@ def markdown_report(records: List[dict], prep: dict, meta: dict, s: Schedule, wo
     L += ["", "Same test cases in every data set: " + ("yes" if len(test_sets) == 1 else "**no**") + ".", ""]
     L += ["## Machine", "", *environment_lines(records, meta),
           "- the driver's runs (a run killed by the end of a session has no end; its rows resume in the next run):"
-          ] + [f"  - {i.get('started')} to {i.get('finished') or '(killed)'}, load average "
-               f"{i['machine'].get('loadavg_start')} -> {i['machine'].get('loadavg_end', '?')}: "
+          ] + [f"  - {i.get('started')} to {i.get('finished') or '(no end: killed, or still running)'}, load average "
+               f"{i.get('machine', {}).get('loadavg_start')} -> {i.get('machine', {}).get('loadavg_end', '?')}: "
                f"`{_short(i.get('command', ''), workdir)}`" for i in meta.get("invocations", [meta])] + [""]
     L += ["## Reproduce", "", "```bash", _short(meta.get("command", ""), workdir), "```", "",
           f"with `WORKDIR={workdir}`. What it runs (`nnUNet_raw`, `nnUNet_preprocessed`, `nnUNet_results` = "

@@ -454,6 +454,10 @@ def test_import_records_continues_the_table_on_a_new_machine(tmp_path):
              "renamed_from": {"row": "mn_add", "trainer": "nnUNetTrainerMN_AddUnlabeled", "on": "2026-12-07",
                               "why": "the same settings, now the default."}}
     twice = {**renamed, "row": "mn_replace_run2", "renamed_from": {**renamed["renamed_from"], "row": "mn_run2"}}
+    # the rows table describes a renamed row by the question of its new name, not its old one
+    renamed["what"] = "M&N as shipped"
+    md = hb.markdown_report([renamed], {}, {}, hb.SCHEDULES["cpu"], tmp_path, "d.png", "t.png", "raw")
+    assert f"| mn_replace | {hb.ROW_BY_NAME['mn_replace'].what} |" in md and "M&N as shipped" not in md
     # each reason once, after the rows it explains
     assert hb.renamed_note([renamed, other, twice])[0] == (
         "**Renamed rows.** `mn_replace` ran as row `mn` (`nnUNetTrainerMN`, 2026-12-07); `mn_replace_run2` ran as row "
