@@ -329,10 +329,10 @@ def environment_lines(records: List[dict], meta: dict) -> List[str]:
         if env:
             lines.append(f"- {describe_environment(env)}: {', '.join(rows)}")
     if "{}" in groups:
-        first = (meta.get("invocations") or [meta])[0].get("machine", {})
+        first = (meta.get("invocations") or [meta])[0]
         lines.append(f"- rows whose record does not name its environment (they ran before the records did): "
-                     f"{', '.join(groups['{}'])}; the table's first run, {(meta.get('invocations') or [meta])[0].get('started')}, "
-                     f"ran on {describe_environment(first)}")
+                     f"{', '.join(groups['{}'])}; the table's first run, {first.get('started')}, ran on "
+                     f"{describe_environment(first.get('machine', {}))}")
     return lines
 
 
