@@ -178,6 +178,7 @@ COMPARISONS = [
     ("M&N vs nnU-Net (4 labels)", "mn_4lab", "baseline_4lab"),
     ("M&N vs nnU-Net (4 labels), second runs", "mn_4lab_run2", "baseline_4lab_run2"),
     ("M&N vs nnU-Net's second run (4 labels)", "mn_4lab", "baseline_4lab_run2"),
+    ("M&N's second run vs nnU-Net's first (4 labels)", "mn_4lab_run2", "baseline_4lab"),
     (f"{RUN_TO_RUN}: nnU-Net, two runs (4 labels)", "baseline_4lab", "baseline_4lab_run2"),
     (f"{RUN_TO_RUN}: M&N, two runs (4 labels)", "mn_4lab", "mn_4lab_run2"),
     ("M&N: unlabelled samples on top of vs in place of labelled ones", "mn", "mn_replace"),
