@@ -49,6 +49,17 @@ SEGFORMER_B2 = {"model_type": "segformer", "depths": [3, 4, 6, 3], "hidden_sizes
                 "num_attention_heads": [1, 2, 5, 8], "decoder_hidden_size": 768}
 
 
+def cpu_model() -> str:
+    """The processor's model name (Linux /proc/cpuinfo), else what `platform` knows."""
+    try:
+        for line in open("/proc/cpuinfo").read().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def load_trainer(cls, dataset, configuration, device):
     from batchgenerators.utilities.file_and_folder_operations import join, load_json
     from nnunetv2.paths import nnUNet_preprocessed
@@ -322,6 +333,7 @@ def build_steps(a, phases=PHASES) -> dict:
     # the unlabelled samples of the student steps: on top of the labelled batch, or in its place (M&N kinds only)
     x_u = None if mn is None else random_batch(mn, b_u)[0] if b_l == B else x[B - b_u:]
     meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+            "cpu": cpu_model(), "cpu_cores": len(os.sched_getaffinity(0)),
             "torch": torch.__version__, "threads": torch.get_num_threads(), "plans": a.plans or a.d,
             "patch_size": list(some.configuration_manager.patch_size), "batch_size": B, "b_u": b_u, "b_l": b_l,
             "unlabeled_samples": mn.unlabeled_samples if mn else None,

@@ -498,7 +498,9 @@ def environment_of(machine: dict) -> dict:
 
 def machine_info(device: str) -> dict:
     import torch
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": _cpu_model(),
+
+    from ..step_cost import cpu_model
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_model(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "device": device, "loadavg_start": _loadavg()}
     try:
@@ -515,16 +517,6 @@ def machine_info(device: str) -> dict:
         info["gpu"] = torch.cuda.get_device_name(0)
         info["cuda"] = torch.version.cuda
     return info
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _code_commit() -> Optional[str]:
