@@ -329,9 +329,9 @@ def build_steps(a, phases=PHASES) -> dict:
     B = some.batch_size
     x, target = random_batch(some, B)
     b_u = B // 2
-    b_l = mn.num_labeled(b_u) if mn else B
-    # the unlabelled samples of the student steps: on top of the labelled batch, or in its place (M&N kinds only)
-    x_u = None if mn is None else random_batch(mn, b_u)[0] if b_l == B else x[B - b_u:]
+    # the student steps' batch (M&N kinds only): unlabelled samples on top of the labelled batch, or in its place
+    x_l, tl, x_u = student_batch(mn, x, target, b_u) if mn else (x, target, None)
+    b_l = x_l.shape[0]
     meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
             "cpu": cpu_model(), "cpu_cores": len(os.sched_getaffinity(0)),
             "torch": torch.__version__, "threads": torch.get_num_threads(), "plans": a.plans or a.d,
@@ -341,7 +341,6 @@ def build_steps(a, phases=PHASES) -> dict:
             "student2d_slice_fraction": a.slice_fraction, "slice_axes": list(mn.slice_axes) if mn else None,
             "levers": levers(a),
             "trainable_2d": mn.branch2d.describe() if mn else None}
-    tl = [t[:b_l] for t in target]
 
     def teacher():
         with torch.no_grad(), mn.autocast():
@@ -356,9 +355,9 @@ def build_steps(a, phases=PHASES) -> dict:
 
     step = {"nnunet": lambda: base.train_step({"data": x, "target": target}),
             "stage1": lambda: to_host(mn.stage1_step(x, target)),
-            "3d_student": lambda: to_host(mn.train_3d_student(x[:b_l], tl, x_u)),
+            "3d_student": lambda: to_host(mn.train_3d_student(x_l, tl, x_u)),
             "2d_teacher": lambda: (as_teacher(), teacher()),
-            "2d_student": lambda: to_host(mn.train_2d_student(x[:b_l], tl, x_u))}
+            "2d_student": lambda: to_host(mn.train_2d_student(x_l, tl, x_u))}
     for k, trainer in peers.items():
         step[k] = peer_step(k, trainer, x, target)
     steps = {k: step[k] for k in phases if k != "predict"}
@@ -368,6 +367,16 @@ def build_steps(a, phases=PHASES) -> dict:
             ((k, (lambda: mn.set_levers(True), f)), (k + PLAIN, (lambda: mn.set_levers(False), f))))}
     return {"base": base, "mn": mn, "device": device, "x": x, "target": target, "batch_size": B, "b_u": b_u,
             "steps": steps, "meta": meta}
+
+
+def student_batch(trainer, x, target, b_u: int):
+    """The labelled part and the b_u unlabelled samples of a semi-supervised step with `trainer`'s batch
+    (`unlabeled_samples`): the whole labelled batch and b_u random samples on top, or b_l = B - b_u labelled samples
+    and the batch's last b_u samples in their place."""
+    B = x.shape[0]
+    b_l = trainer.num_labeled(b_u)
+    x_u = random_batch(trainer, b_u)[0] if b_l == B else x[B - b_u:]
+    return x[:b_l], [t[:b_l] for t in target], x_u
 
 
 def peer_class(kind: str):
@@ -390,11 +399,8 @@ def peer_step(kind: str, trainer, x, target):
         data = torch.cat((x, x_u))
         labels = [torch.cat(pair) for pair in zip(target, t_u)]
         return lambda: nnUNetTrainer.train_step(trainer, {"data": data, "target": labels})
-    b_u = B // 2
-    b_l = trainer.num_labeled(b_u)
-    x_u = random_batch(trainer, b_u)[0] if b_l == B else x[B - b_u:]
-    tl = [t[:b_l] for t in target]
-    return lambda: to_host(trainer.semi_supervised_step(x[:b_l], tl, x_u))
+    x_l, tl, x_u = student_batch(trainer, x, target, B // 2)
+    return lambda: to_host(trainer.semi_supervised_step(x_l, tl, x_u))
 
 
 def main():
